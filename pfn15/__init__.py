@@ -1,0 +1,4 @@
+"""pfn15: the 15-minute ImageNet ResNet-50 recipe (Akiba et al. 2017) in Chainer/ChainerMN."""
+from pfn15 import _compat  # noqa: F401  (must run before anything imports Chainer)
+
+__version__ = '0.1.0'

@@ -1,0 +1,393 @@
+"""The one config object: a YAML file plus dotted `key=value` overrides, validated.
+
+Every part of pfn15 takes the `Config` (or one of its sections) built here; no
+other module reads YAML. Validation happens before any heavy work (no Chainer
+import here) and every problem raises `ConfigError` naming the dotted key, so
+`train.py` can print one readable line from rank 0 and exit with status 2.
+
+Strings may hold `${VAR}` (or `${VAR:-default}`) environment references, so a
+config can take its data path from the job's environment.
+"""
+import dataclasses
+import os
+import re
+import typing
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config problem, with the dotted key it concerns."""
+
+    def __init__(self, key, message):
+        self.key = key
+        super().__init__('config: %s: %s' % (key, message) if key else 'config: ' + message)
+
+
+def _choices(*names):
+    return {'choices': names}
+
+
+@dataclass
+class ModelConfig:
+    arch: str = field(default='resnet50', metadata=_choices('resnet50', 'resnet_small'))
+    # resnet_small: the 32x32-input ResNet (3x3 stem, three stages) built from
+    # the same bottleneck blocks as ResNet-50.
+    blocks_per_stage: int = field(default=2, metadata={'min': 1})
+    width: int = field(default=16, metadata={'min': 1})
+    # Goyal et al.: gamma of each residual block's last BN starts at 0 [paper].
+    zero_init_last_bn_gamma: bool = True
+
+
+@dataclass
+class DataConfig:
+    dataset: str = field(default='imagenet', metadata=_choices('imagenet', 'digits'))
+    # imagenet: a directory with train/ and val/ class folders (train/<wnid>/*.JPEG),
+    # or, with train_list/val_list, the root the list files' paths are relative to.
+    root: str = ''
+    train_list: str = ''
+    val_list: str = ''
+    # Use the first `classes` classes (sorted); 0 = all the data has.
+    classes: int = field(default=0, metadata={'min': 0})
+    crop_size: int = field(default=224, metadata={'min': 1})
+    val_resize: int = field(default=256, metadata={'min': 1})
+    # Random-size crop (Goyal et al. / Inception): area fraction and aspect ratio.
+    min_area: float = field(default=0.08, metadata={'min': 0.0, 'max': 1.0})
+    min_aspect: float = field(default=3.0 / 4.0, metadata={'min': 0.0})
+    max_aspect: float = field(default=4.0 / 3.0, metadata={'min': 0.0})
+    mean: List[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])
+    std: List[float] = field(default_factory=lambda: [58.395, 57.12, 57.375])
+    # Decoding processes per rank (MultiprocessIterator); 0 = decode in the main process.
+    loader_workers: int = field(default=4, metadata={'min': 0})
+    # A corrupt or unreadable image: 'skip' (counted in the log) or 'error' (stop).
+    bad_images: str = field(default='skip', metadata=_choices('skip', 'error'))
+    # digits only: fraction held out for validation, and upscaling of the 8x8 images.
+    val_fraction: float = field(default=0.2, metadata={'min': 0.0, 'max': 0.9})
+    image_size: int = field(default=8, metadata={'min': 8})
+
+
+@dataclass
+class BatchConfig:
+    # The global batch (all workers, all microbatches of one update), and the
+    # microbatch each worker normalizes BN over. With fewer workers than
+    # global / per_worker, each worker accumulates gradients over microbatches.
+    global_: int = field(default=256, metadata={'min': 1, 'name': 'global'})
+    per_worker: int = field(default=32, metadata={'min': 1})
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = field(default='rmsprop_warmup',
+                      metadata=_choices('rmsprop_warmup', 'momentum_sgd'))
+    momentum: float = field(default=0.9, metadata={'min': 0.0, 'max': 1.0})  # mu1
+    weight_decay: float = field(default=1e-4, metadata={'min': 0.0})
+    # RMSprop warm-up (Akiba et al.): see pfn15/optimizers/rmsprop_warmup.py.
+    lr_rmsprop: float = field(default=3e-4, metadata={'min': 0.0})
+    rmsprop_decay: float = field(default=0.99, metadata={'min': 0.0, 'max': 1.0})  # mu2
+    eps: float = field(default=1e-8, metadata={'min': 0.0})
+    # Apply weight decay to BN gamma/beta and biases too (Goyal et al. do).
+    decay_bn_and_bias: bool = True
+    label_smoothing: float = field(default=0.0, metadata={'min': 0.0, 'max': 1.0})
+
+
+@dataclass
+class ScheduleConfig:
+    lr: str = field(default='slow_start', metadata=_choices('slow_start', 'step', 'constant'))
+    # base learning rate = lr_per_256 x global batch / 256 (linear scaling rule).
+    lr_per_256: float = field(default=0.1, metadata={'min': 0.0})
+    # slow_start / step: rate = base x factors[i] between boundaries (epochs).
+    boundaries: List[float] = field(default_factory=lambda: [40.0, 70.0, 85.0])
+    factors: List[float] = field(default_factory=lambda: [0.5, 0.075, 0.01, 0.001])
+    # Linear warm-up from warmup_start_lr to the scheduled rate (Goyal et al.).
+    warmup_epochs: float = field(default=0.0, metadata={'min': 0.0})
+    warmup_start_lr: float = field(default=0.1, metadata={'min': 0.0})
+    # RMSprop -> SGD mixing weight alpha_sgd(epoch): center and period (epochs).
+    alpha_center: float = field(default=10.0)
+    alpha_period: float = field(default=5.0, metadata={'min': 1e-9})
+
+
+@dataclass
+class BNConfig:
+    # False: the paper's BN without moving averages -- evaluation uses the last
+    # training minibatch's statistics, all-reduced over workers. True: classic
+    # moving averages (per worker, decay below), for the ablation.
+    moving_average: bool = False
+    decay: float = field(default=0.9, metadata={'min': 0.0, 'max': 1.0})
+
+
+@dataclass
+class CommConfig:
+    # auto: 'naive' on CPU, 'pure_nccl' on GPU.
+    name: str = field(default='auto', metadata=_choices(
+        'auto', 'naive', 'flat', 'hierarchical', 'two_dimensional', 'single_node', 'pure_nccl'))
+    # All-reduce gradients in float16 to halve communication (Akiba et al. [paper]).
+    allreduce_fp16: bool = False
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = field(default=90.0, metadata={'min': 0.0})
+    eval_every: float = field(default=1.0, metadata={'min': 0.0})   # epochs
+    log_every: int = field(default=10, metadata={'min': 1})         # iterations
+    device: str = field(default='cpu', metadata=_choices('cpu', 'gpu'))
+    dtype: str = field(default='float32', metadata=_choices('float32', 'mixed16'))
+    progress_bar: bool = True
+    # Stop on a non-finite loss or gradient (the last good checkpoint is kept).
+    check_finite: bool = True
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = field(default=1000, metadata={'min': 0})   # iterations; 0 = only at the end
+    keep: int = field(default=3, metadata={'min': 1})
+
+
+@dataclass
+class Config:
+    name: str = 'run'
+    out: str = 'results/run'
+    seed: int = 0
+    # 'auto': continue from the newest checkpoint every rank has, else start fresh;
+    # 'none': always start fresh.
+    resume: str = field(default='auto', metadata=_choices('auto', 'none'))
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    bn: BNConfig = field(default_factory=BNConfig)
+    comm: CommConfig = field(default_factory=CommConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    # Derived values, for every part to use the same arithmetic.
+    def base_lr(self):
+        return self.schedule.lr_per_256 * self.batch.global_ / 256.0
+
+    def microbatches(self, workers):
+        """Microbatches each worker accumulates per update."""
+        return self.batch.global_ // (self.batch.per_worker * workers)
+
+    def to_dict(self):
+        return _to_dict(self)
+
+
+# ---------------------------------------------------------------- loading
+
+def _yaml_name(f):
+    return f.metadata.get('name', f.name)
+
+
+def _to_dict(obj):
+    out = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        out[_yaml_name(f)] = _to_dict(v) if dataclasses.is_dataclass(v) else v
+    return out
+
+
+_ENV = re.compile(r'\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}')
+
+
+def _expand_env(key, s):
+    def sub(m):
+        name, default = m.group(1), m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(key, 'environment variable %s is not set (the value is %r); '
+                               'export it or override %s=...' % (name, s, key))
+    return _ENV.sub(sub, s)
+
+
+def _type_name(t):
+    return getattr(t, '__name__', str(t))
+
+
+def _coerce(key, value, tp, meta):
+    """Check `value` against the field type `tp`; return the converted value."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:   # Optional[X]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(key, value, args[0], meta)
+    if origin in (list, List):
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(key, 'expected a list of %s, got %r' % (_type_name(item_tp), value))
+        return [_coerce('%s[%d]' % (key, i), v, item_tp, {}) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, 'expected true or false, got %r' % (value,))
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                raise ConfigError(key, 'expected an integer, got %r' % (value,))
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(key, 'expected a number, got %r' % (value,))
+        value = float(value)
+        if value != value or value in (float('inf'), float('-inf')):
+            raise ConfigError(key, 'expected a finite number, got %r' % (value,))
+    elif tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, 'expected a string, got %r' % (value,))
+        value = _expand_env(key, value)
+        if 'choices' in meta and value not in meta['choices']:
+            raise ConfigError(key, '%r is not one of: %s' % (value, ', '.join(meta['choices'])))
+        return value
+    if 'min' in meta and value < meta['min']:
+        raise ConfigError(key, 'must be >= %s, got %r' % (meta['min'], value))
+    if 'max' in meta and value > meta['max']:
+        raise ConfigError(key, 'must be <= %s, got %r' % (meta['max'], value))
+    return value
+
+
+def _build(cls, data, prefix):
+    if not isinstance(data, dict):
+        raise ConfigError(prefix.rstrip('.') or '<top>',
+                          'expected a mapping of keys, got %r' % (data,))
+    fields = {_yaml_name(f): f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for k in data:
+        if k not in fields:
+            near = [n for n in fields if n.startswith(str(k)[:3])]
+            hint = ' (did you mean %s?)' % ', '.join(prefix + n for n in near) if near else ''
+            raise ConfigError(prefix + str(k), 'unknown key%s; known keys here: %s'
+                              % (hint, ', '.join(fields)))
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        tp = hints[f.name]
+        key = prefix + name
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = _build(tp, data[name], key + '.')
+        else:
+            kwargs[f.name] = _coerce(key, data[name], tp, f.metadata)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree, key, value):
+    parts = key.split('.')
+    node = tree
+    for i, p in enumerate(parts[:-1]):
+        child = node.get(p)
+        if child is None:
+            child = node[p] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError('.'.join(parts[:i + 1]), 'is a value, not a section')
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides):
+    """['a.b=1', ...] -> [('a.b', 1), ...]; values are parsed as YAML scalars/lists."""
+    out = []
+    for item in overrides:
+        if '=' not in item:
+            raise ConfigError(item, 'an override must look like key=value (e.g. train.epochs=3)')
+        key, raw = item.split('=', 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ''
+        except yaml.YAMLError:
+            value = raw
+        out.append((key, value))
+    return out
+
+
+def load(path=None, overrides=(), workers=None, check_paths=True):
+    """Read the YAML file at `path` (optional), apply overrides, validate.
+
+    `workers` (the MPI world size) lets the batch arithmetic be checked before
+    the communicator exists. Raises ConfigError.
+    """
+    tree = {}
+    if path is not None:
+        if not os.path.isfile(path):
+            raise ConfigError('', 'config file %s does not exist' % path)
+        try:
+            with open(path) as f:
+                tree = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError('', 'cannot parse %s as YAML: %s' % (path, e))
+    for key, value in parse_overrides(overrides):
+        _set_dotted(tree, key, value)
+    cfg = _build(Config, tree, '')
+    validate(cfg, workers=workers, check_paths=check_paths)
+    return cfg
+
+
+def validate(cfg, workers=None, check_paths=True):
+    """Checks that span several keys, or the world outside the config."""
+    b = cfg.batch
+    if b.global_ % b.per_worker:
+        raise ConfigError('batch.global', 'global batch %d is not a multiple of '
+                          'batch.per_worker=%d' % (b.global_, b.per_worker))
+    if workers is not None and b.global_ % (b.per_worker * workers):
+        raise ConfigError('batch.global', 'global batch %d does not divide into %d workers '
+                          'x batch.per_worker=%d x whole microbatches'
+                          % (b.global_, workers, b.per_worker))
+    s = cfg.schedule
+    if s.lr in ('slow_start', 'step'):
+        if len(s.factors) != len(s.boundaries) + 1:
+            raise ConfigError('schedule.factors', 'needs one more entry (%d) than '
+                              'schedule.boundaries has (%d)'
+                              % (len(s.boundaries) + 1, len(s.boundaries)))
+        if list(s.boundaries) != sorted(s.boundaries):
+            raise ConfigError('schedule.boundaries', 'must be increasing, got %r' % s.boundaries)
+    d = cfg.data
+    if len(d.mean) != len(d.std):
+        raise ConfigError('data.std', 'needs as many entries as data.mean')
+    if any(v <= 0 for v in d.std):
+        raise ConfigError('data.std', 'entries must be > 0')
+    if d.min_aspect > d.max_aspect:
+        raise ConfigError('data.min_aspect', 'must be <= data.max_aspect')
+    if cfg.train.dtype == 'mixed16' and cfg.train.device != 'gpu':
+        raise ConfigError('train.dtype', 'mixed16 needs train.device=gpu')
+    if d.dataset == 'imagenet' and check_paths:
+        if not d.root:
+            raise ConfigError('data.root', 'is empty; point it at the ImageNet directory '
+                              '(or set the environment variable the config names)')
+        if not os.path.isdir(d.root):
+            raise ConfigError('data.root', 'directory %s does not exist' % d.root)
+        for key in ('train_list', 'val_list'):
+            p = getattr(d, key)
+            if p and not os.path.isfile(_under(d.root, p)):
+                raise ConfigError('data.' + key, 'list file %s does not exist' % _under(d.root, p))
+        if not d.train_list:
+            for sub in ('train', 'val'):
+                if not os.path.isdir(os.path.join(d.root, sub)):
+                    raise ConfigError('data.root', '%s has no %s/ folder (expected %s/<class>/'
+                                      '*.JPEG, or set data.train_list and data.val_list)'
+                                      % (d.root, sub, sub))
+
+
+def _under(root, p):
+    return p if os.path.isabs(p) else os.path.join(root, p)
+
+
+def list_path(cfg, key):
+    """Absolute path of data.train_list / data.val_list ('' if unset)."""
+    p = getattr(cfg.data, key)
+    return _under(cfg.data.root, p) if p else ''
+
+
+def check_output_dir(out):
+    """Create `out` and prove it is writable, or raise ConfigError('out', ...)."""
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, '.write-test-%d' % os.getpid())
+        with open(probe, 'w') as f:
+            f.write('ok')
+        os.remove(probe)
+    except OSError as e:
+        raise ConfigError('out', 'output directory %s is not writable: %s' % (out, e.strerror or e))

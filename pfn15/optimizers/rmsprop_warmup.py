@@ -1,0 +1,131 @@
+"""RMSprop warm-up (Akiba et al. 2017): start as RMSprop, move gradually to momentum SGD.
+
+    m     <- mu2 * m + (1 - mu2) * g^2
+    v     <- mu1 * v - lr * (alpha_sgd + alpha_rms / (sqrt(m) + eps)) * g
+    theta <- theta + v
+    alpha_rms = (1 - alpha_sgd) * lr_rmsprop / lr
+
+`alpha_sgd` is a hyperparameter like `lr`, driven each iteration by
+`pfn15.schedules.alpha_sgd(epoch)`. With alpha_sgd = 1 the rule is exactly
+Chainer's MomentumSGD (lr, momentum=mu1).
+
+We evaluate lr * alpha_rms as (1 - alpha_sgd) * lr_rmsprop: the same number
+without dividing by lr, so a zero learning rate cannot produce NaN.
+"""
+import numpy
+
+import chainer
+from chainer.backends import cuda
+from chainer import optimizer
+
+
+_default_hyperparam = optimizer.Hyperparameter()
+_default_hyperparam.lr = 0.1
+_default_hyperparam.alpha_sgd = 0.0
+_default_hyperparam.lr_rmsprop = 3e-4
+_default_hyperparam.mu1 = 0.9
+_default_hyperparam.mu2 = 0.99
+_default_hyperparam.eps = 1e-8
+
+
+class RMSpropWarmupRule(optimizer.UpdateRule):
+
+    """Update rule of RMSprop warm-up; see the module docstring.
+
+    State: `m` (running mean of g^2, the RMSprop part) and `v` (velocity,
+    the momentum part).
+    """
+    is_elementwise = True
+
+    _kernel = None
+
+    def __init__(self, parent_hyperparam=None, lr=None, alpha_sgd=None,
+                 lr_rmsprop=None, mu1=None, mu2=None, eps=None):
+        super(RMSpropWarmupRule, self).__init__(
+            parent_hyperparam or _default_hyperparam)
+        for name, value in (('lr', lr), ('alpha_sgd', alpha_sgd),
+                            ('lr_rmsprop', lr_rmsprop), ('mu1', mu1),
+                            ('mu2', mu2), ('eps', eps)):
+            if value is not None:
+                setattr(self.hyperparam, name, value)
+
+    def init_state(self, param):
+        with chainer.using_device(param.device):
+            xp = param.device.xp
+            self.state['m'] = xp.zeros_like(param.data)
+            self.state['v'] = xp.zeros_like(param.data)
+
+    def update_core_cpu(self, param):
+        grad = param.grad
+        if grad is None:
+            return
+        hp = self.hyperparam
+        m, v = self.state['m'], self.state['v']
+        m *= hp.mu2
+        m += (1 - hp.mu2) * grad * grad
+        v *= hp.mu1
+        if hp.alpha_sgd == 1:
+            # Pure momentum SGD: the same operations as MomentumSGDRule, so
+            # the result is bit-identical to it.
+            v -= hp.lr * grad
+        else:
+            coef = (1 - hp.alpha_sgd) * hp.lr_rmsprop / (numpy.sqrt(m) + hp.eps)
+            coef += hp.lr * hp.alpha_sgd
+            v -= coef * grad
+        param.data += v
+
+    def update_core_gpu(self, param):
+        grad = param.grad
+        if grad is None:
+            return
+        if RMSpropWarmupRule._kernel is None:
+            # One fused pass over the parameter: reads grad, param, m, v once.
+            RMSpropWarmupRule._kernel = cuda.elementwise(
+                'T grad, T lr, T alpha_sgd, T lr_rmsprop, T mu1, T mu2, T eps',
+                'T param, T m, T v',
+                '''m = mu2 * m + (1 - mu2) * grad * grad;
+                   v = mu1 * v - (lr * alpha_sgd
+                                  + (1 - alpha_sgd) * lr_rmsprop / (sqrt(m) + eps)) * grad;
+                   param += v;''',
+                'pfn15_rmsprop_warmup')
+        hp = self.hyperparam
+        RMSpropWarmupRule._kernel(
+            grad, hp.lr, hp.alpha_sgd, hp.lr_rmsprop, hp.mu1, hp.mu2, hp.eps,
+            param.data, self.state['m'], self.state['v'])
+
+
+class RMSpropWarmup(optimizer.GradientMethod):
+
+    """RMSprop warm-up optimizer (Akiba, Suzuki, Fukuda 2017).
+
+    Args:
+        lr (float): Learning rate of the SGD part (the schedule drives it).
+        lr_rmsprop (float): Learning rate of the RMSprop part.
+        mu1 (float): Momentum.
+        mu2 (float): Decay of the running mean of squared gradients.
+        eps (float): Added to sqrt(m) for stability.
+        alpha_sgd (float): Mixing weight, 0 = RMSprop (with momentum), 1 = momentum SGD.
+    """
+
+    def __init__(self, lr=_default_hyperparam.lr,
+                 lr_rmsprop=_default_hyperparam.lr_rmsprop,
+                 mu1=_default_hyperparam.mu1, mu2=_default_hyperparam.mu2,
+                 eps=_default_hyperparam.eps,
+                 alpha_sgd=_default_hyperparam.alpha_sgd):
+        super(RMSpropWarmup, self).__init__()
+        self.hyperparam.lr = lr
+        self.hyperparam.lr_rmsprop = lr_rmsprop
+        self.hyperparam.mu1 = mu1
+        self.hyperparam.mu2 = mu2
+        self.hyperparam.eps = eps
+        self.hyperparam.alpha_sgd = alpha_sgd
+
+    lr = optimizer.HyperparameterProxy('lr')
+    alpha_sgd = optimizer.HyperparameterProxy('alpha_sgd')
+    lr_rmsprop = optimizer.HyperparameterProxy('lr_rmsprop')
+    mu1 = optimizer.HyperparameterProxy('mu1')
+    mu2 = optimizer.HyperparameterProxy('mu2')
+    eps = optimizer.HyperparameterProxy('eps')
+
+    def create_update_rule(self):
+        return RMSpropWarmupRule(self.hyperparam)
