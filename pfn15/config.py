@@ -129,6 +129,7 @@ class CommConfig:
 @dataclass
 class TrainConfig:
     epochs: float = field(default=90.0, metadata={'min': 0.0})
+    iterations: int = field(default=0, metadata={'min': 0})          # > 0: stop here instead
     eval_every: float = field(default=1.0, metadata={'min': 0.0})   # epochs
     log_every: int = field(default=10, metadata={'min': 1})         # iterations
     device: str = field(default='cpu', metadata=_choices('cpu', 'gpu'))

@@ -23,7 +23,7 @@ def build(cfg, comm):
             error = e
     # Rank 0's verdict reaches every rank, so a data error stops all of them
     # with one message instead of leaving the others waiting in scatter.
-    error, meta = comm.bcast_obj((error, meta))
+    error, meta = comm.bcast_obj((error, meta) if comm.rank == 0 else None)
     if error is not None:
         raise error
     train = chainermn.scatter_dataset(train, comm, shuffle=True, seed=cfg.seed)

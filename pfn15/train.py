@@ -1,0 +1,271 @@
+"""python -m pfn15.train CONFIG.yaml [key=value ...]: one data-parallel training run.
+
+    mpiexec -n 1024 python -m pfn15.train configs/32k.yaml
+    mpiexec -n 2 python -m pfn15.train configs/demo.yaml out=results/try train.epochs=3
+
+Reads top to bottom like the ChainerMN ImageNet example's main(): config,
+communicator, data (rank 0 lists, scatter_dataset hands out), iterators,
+model, optimizer wrapped by the multi-node optimizer, the accumulating
+updater, the trainer and its extensions, resume, run, summary. The recipe
+pieces live in their own modules (schedules, optimizers, bn, training/).
+
+Exit status: 0 done (or preempted with a checkpoint written), 2 bad config or
+data, 3 non-finite loss/gradients; any other error aborts all ranks (MPI_Abort).
+"""
+import argparse
+import multiprocessing
+import os
+import sys
+import time
+
+os.environ.setdefault('MPLBACKEND', 'Agg')   # PlotReport on nodes without a display
+
+from mpi4py import MPI  # noqa: E402
+
+from pfn15 import config as config_module  # noqa: E402
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog='python -m pfn15.train', description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('config', help='YAML config, e.g. configs/demo.yaml')
+    p.add_argument('overrides', nargs='*', metavar='key=value',
+                   help='dotted overrides, e.g. out=results/x train.epochs=3 batch.per_worker=16')
+    return p.parse_args(argv)
+
+
+def fail(rank, status, message):
+    """One readable line from rank 0, the same exit status on every rank."""
+    if rank == 0:
+        print('pfn15: error: %s' % message, file=sys.stderr, flush=True)
+    sys.exit(status)
+
+
+def load_config(args, world):
+    """Validate everything before any heavy work; errors exit 2 from every rank."""
+    try:
+        cfg = config_module.load(args.config, args.overrides, workers=world.size)
+        if world.rank == 0:
+            config_module.check_output_dir(cfg.out)
+        error = None
+    except config_module.ConfigError as e:
+        cfg, error = None, str(e)
+    # Rank 0 alone probes the output directory; everyone hears its verdict.
+    errors = world.allgather(error)
+    first = next((e for e in errors if e), None)
+    if first:
+        fail(world.rank, 2, first)
+    return cfg
+
+
+def use_forkserver():
+    """ChainerMN guidance: forking after InfiniBand is initialized crashes, so decoding
+    processes come from a forkserver started *before* the communicator exists."""
+    multiprocessing.set_start_method('forkserver', force=True)
+    p = multiprocessing.Process()
+    p.start()
+    p.join()
+
+
+class Run(object):
+    """What `build` assembles: the trainer plus the pieces the summary reads."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def build(cfg, comm):
+    """Data, model, optimizer, updater, trainer and extensions for `cfg` on `comm`."""
+    import chainer
+    from chainer import training
+    from chainer.training import extensions as E
+    import chainermn
+    import numpy
+
+    from pfn15 import comm as comm_module
+    from pfn15 import data, models, optimizers
+    from pfn15.training import checkpoint
+    from pfn15.training import extensions as X
+    from pfn15.training.updater import AccumulatingUpdater
+
+    numpy.random.seed(cfg.seed + comm.rank)
+    device = -1
+    if cfg.train.device == 'gpu':
+        device = comm.intra_rank   # one rank per GPU
+        chainer.cuda.get_device_from_id(device).use()
+    if cfg.train.dtype == 'mixed16':
+        chainer.global_config.dtype = chainer.mixed16
+
+    # Data: rank 0 lists, scatter_dataset hands each rank its share.
+    train, val, meta = data.build(cfg, comm)
+    shuffle_rng = numpy.random.RandomState(cfg.seed * 1000 + comm.rank)
+    order = chainer.iterators.ShuffleOrderSampler(shuffle_rng)
+    if cfg.data.loader_workers > 0 and cfg.data.dataset == 'imagenet':
+        train_iter = chainer.iterators.MultiprocessIterator(
+            train, cfg.batch.per_worker, n_processes=cfg.data.loader_workers,
+            order_sampler=order)
+        val_iter = chainer.iterators.MultiprocessIterator(
+            val, cfg.batch.per_worker, repeat=False, shuffle=False,
+            n_processes=cfg.data.loader_workers)
+    else:
+        train_iter = chainer.iterators.SerialIterator(train, cfg.batch.per_worker,
+                                                      order_sampler=order)
+        val_iter = chainer.iterators.SerialIterator(val, cfg.batch.per_worker,
+                                                    repeat=False, shuffle=False)
+
+    # Model: every rank builds it from its own seed; the multi-node optimizer
+    # broadcasts rank 0's parameters before the first update.
+    predictor = models.build(cfg, meta['classes'], meta['in_channels'])
+    model = models.Classifier(predictor, label_smoothing=cfg.optimizer.label_smoothing)
+    if device >= 0:
+        model.to_gpu(device)
+
+    optimizer = optimizers.build(cfg.optimizer, model, lr=cfg.base_lr())
+    if cfg.train.dtype == 'mixed16':
+        optimizer.loss_scaling()      # dynamic loss scaling for float16 gradients
+        optimizer.use_fp32_update()   # float32 master weights
+    if cfg.train.check_finite:
+        optimizer.add_hook(X.FiniteGradientCheck())
+    optimizer = comm_module.multi_node_optimizer(optimizer, comm, model)
+
+    microbatches = cfg.microbatches(comm.size)
+    updater = AccumulatingUpdater(train_iter, optimizer, microbatches, device=device)
+    stop = X.StopTrigger(cfg.train.epochs, cfg.train.iterations)
+    trainer = training.Trainer(updater, stop, out=cfg.out)
+
+    # The recipe: schedule every iteration; before each evaluation, BN
+    # statistics of the last minibatch averaged over workers.
+    trainer.extend(X.ScheduleDriver(cfg, meta['train_size']))
+    # (Triggers keep state: each extension gets its own.)
+    if not cfg.bn.moving_average:
+        trainer.extend(X.AllreduceBNStatistics(
+            predictor, comm, X.EvaluationTrigger(cfg.train.eval_every, stop)))
+    evaluator = E.Evaluator(val_iter, model, device=device)
+    trainer.extend(chainermn.create_multi_node_evaluator(evaluator, comm),
+                   trigger=X.EvaluationTrigger(cfg.train.eval_every, stop), name='validation')
+    trainer.extend(X.Throughput(cfg.batch.global_))
+
+    checkpointer = checkpoint.Checkpointer(cfg.out, comm, keep=cfg.checkpoint.keep,
+                                           random_states=[shuffle_rng])
+    trainer.extend(checkpoint.CheckpointExtension(checkpointer, cfg.checkpoint.every))
+    trainer.extend(X.PreemptionHandler(comm, checkpointer))
+
+    log_report = None
+    if comm.rank == 0:   # reporting on rank 0 only
+        log_report = E.LogReport(trigger=(1, 'epoch') if cfg.train.eval_every else
+                                 (cfg.train.log_every, 'iteration'))
+        trainer.extend(log_report)
+        trainer.extend(E.PrintReport(
+            ['epoch', 'iteration', 'main/loss', 'main/accuracy', 'validation/main/loss',
+             'validation/main/accuracy', 'lr', 'alpha_sgd', 'images/s', 'elapsed_time']))
+        trainer.extend(E.PlotReport(['main/loss', 'validation/main/loss'],
+                                    'epoch', filename='loss.png'))
+        trainer.extend(E.PlotReport(['main/accuracy', 'validation/main/accuracy'],
+                                    'epoch', filename='accuracy.png'))
+        if cfg.train.progress_bar:
+            trainer.extend(E.ProgressBar(update_interval=cfg.train.log_every))
+
+    return Run(trainer=trainer, updater=updater, optimizer=optimizer, model=model,
+               meta=meta, checkpointer=checkpointer, log_report=log_report,
+               microbatches=microbatches)
+
+
+def build_trainer(cfg, comm):
+    """The trainer alone (for benchmarks that drive it themselves)."""
+    return build(cfg, comm).trainer
+
+
+def summarize(cfg, comm, run, wall_seconds, resumed_from):
+    """The figures of a finished run, for summary.json (rank 0)."""
+    updater = run.updater
+    last_val = {}
+    for entry in (run.log_report.log if run.log_report else []):
+        if 'validation/main/accuracy' in entry:
+            last_val = entry
+    last = run.log_report.log[-1] if run.log_report and run.log_report.log else {}
+    images = updater.iteration * cfg.batch.global_
+    summary = {
+        'name': cfg.name,
+        'workers': comm.size,
+        'global_batch': cfg.batch.global_,
+        'per_worker_batch': cfg.batch.per_worker,
+        'microbatches': run.microbatches,
+        'epochs': updater.epoch_detail,
+        'iterations': updater.iteration,
+        'val_top1': last_val.get('validation/main/accuracy'),
+        'val_loss': last_val.get('validation/main/loss'),
+        'train_loss': last.get('main/loss'),
+        'train_top1': last.get('main/accuracy'),
+        'train_images_per_sec': images / updater.update_seconds if updater.update_seconds else None,
+        'wall_seconds': wall_seconds,
+        'resumed_from_iteration': resumed_from,
+        'config': cfg.to_dict(),
+    }
+    if run.meta['classes'] > 5:
+        summary['val_top5'] = last_val.get('validation/main/top5')
+    return summary
+
+
+def main(argv=None):
+    start = time.time()
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    world = MPI.COMM_WORLD
+    cfg = load_config(args, world)
+
+    if cfg.data.dataset == 'imagenet' and cfg.data.loader_workers > 0:
+        use_forkserver()   # before the communicator
+    import chainermn
+    from pfn15 import comm as comm_module
+    from pfn15.data import DataError
+    from pfn15.training import extensions as X
+    comm = comm_module.create(cfg)
+    # Any other uncaught exception on any rank: print it once, MPI_Abort the
+    # job -- never leave 1,023 ranks waiting in an all-reduce.
+    chainermn.global_except_hook.add_hook()
+
+    try:
+        run = build(cfg, comm)
+    except DataError as e:
+        fail(comm.rank, 2, str(e))
+
+    resumed_from = None
+    if cfg.resume == 'auto':
+        resumed_from = run.checkpointer.resume(run.trainer)
+        if comm.rank == 0:
+            print('pfn15: resumed from the checkpoint at iteration %d' % resumed_from
+                  if resumed_from is not None else
+                  'pfn15: no checkpoint found in %s; starting fresh'
+                  % run.checkpointer.root, flush=True)
+    if comm.rank == 0:
+        print('pfn15: %s on %d worker(s): global batch %d = %d workers x %d per worker x %d '
+              'microbatch(es); %d training images, %d classes'
+              % (cfg.name, comm.size, cfg.batch.global_, comm.size, cfg.batch.per_worker,
+                 run.microbatches, run.meta['train_size'], run.meta['classes']), flush=True)
+
+    try:
+        run.trainer.run()
+    except X.Preempted as e:
+        if comm.rank == 0:
+            print('pfn15: preempted: %s; rerun with resume=auto to continue' % e, flush=True)
+        return 0
+    except X.NonFiniteError as e:
+        saved = run.checkpointer.last_saved
+        fail(comm.rank, 3, '%s. The last good checkpoint (%s) is kept.'
+             % (e, 'iteration %d' % saved if saved is not None else 'none written yet'))
+
+    run.checkpointer.save(run.trainer)   # the final state, for later evaluation or fine-tuning
+    if comm.rank == 0:
+        summary = summarize(cfg, comm, run, time.time() - start, resumed_from)
+        X.write_summary(os.path.join(cfg.out, 'summary.json'), summary)
+        print('pfn15: done: %d iterations, %.2f epochs, val top-1 %s, %.1f train images/s, '
+              '%.1f s; results in %s'
+              % (summary['iterations'], summary['epochs'],
+                 '%.4f' % summary['val_top1'] if summary['val_top1'] is not None else 'n/a',
+                 summary['train_images_per_sec'] or 0.0, summary['wall_seconds'], cfg.out),
+              flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Chainer glue for a training run: updater, extensions, checkpoints."""
