@@ -131,19 +131,19 @@ def build(cfg, comm):
 
     microbatches = cfg.microbatches(comm.size)
     updater = AccumulatingUpdater(train_iter, optimizer, microbatches, device=device)
-    stop = X.StopTrigger(cfg.train.epochs, cfg.train.iterations)
+    epochs = X.GlobalEpochs(cfg.batch.global_, meta['train_size'])
+    stop = X.StopTrigger(cfg.train.epochs, cfg.train.iterations, epochs)
     trainer = training.Trainer(updater, stop, out=cfg.out)
 
     # The recipe: schedule every iteration; before each evaluation, BN
     # statistics of the last minibatch averaged over workers.
-    trainer.extend(X.ScheduleDriver(cfg, meta['train_size']))
-    # (Triggers keep state: each extension gets its own.)
+    trainer.extend(X.ScheduleDriver(cfg, epochs))
+    eval_trigger = X.EpochTrigger(cfg.train.eval_every, epochs, stop)
     if not cfg.bn.moving_average:
-        trainer.extend(X.AllreduceBNStatistics(
-            predictor, comm, X.EvaluationTrigger(cfg.train.eval_every, stop)))
+        trainer.extend(X.AllreduceBNStatistics(predictor, comm, eval_trigger))
     evaluator = E.Evaluator(val_iter, model, device=device)
     trainer.extend(chainermn.create_multi_node_evaluator(evaluator, comm),
-                   trigger=X.EvaluationTrigger(cfg.train.eval_every, stop), name='validation')
+                   trigger=eval_trigger, name='validation')
     trainer.extend(X.Throughput(cfg.batch.global_))
 
     checkpointer = checkpoint.Checkpointer(cfg.out, comm, keep=cfg.checkpoint.keep,
@@ -153,8 +153,7 @@ def build(cfg, comm):
 
     log_report = None
     if comm.rank == 0:   # reporting on rank 0 only
-        log_report = E.LogReport(trigger=(1, 'epoch') if cfg.train.eval_every else
-                                 (cfg.train.log_every, 'iteration'))
+        log_report = E.LogReport(trigger=X.EpochTrigger(1, epochs, stop))
         trainer.extend(log_report)
         trainer.extend(E.PrintReport(
             ['epoch', 'iteration', 'main/loss', 'main/accuracy', 'validation/main/loss',
@@ -167,7 +166,7 @@ def build(cfg, comm):
             trainer.extend(E.ProgressBar(update_interval=cfg.train.log_every))
 
     return Run(trainer=trainer, updater=updater, optimizer=optimizer, model=model,
-               meta=meta, checkpointer=checkpointer, log_report=log_report,
+               meta=meta, checkpointer=checkpointer, log_report=log_report, epochs=epochs,
                microbatches=microbatches)
 
 
@@ -191,7 +190,7 @@ def summarize(cfg, comm, run, wall_seconds, resumed_from):
         'global_batch': cfg.batch.global_,
         'per_worker_batch': cfg.batch.per_worker,
         'microbatches': run.microbatches,
-        'epochs': updater.epoch_detail,
+        'epochs': run.epochs.at(updater.iteration),
         'iterations': updater.iteration,
         'val_top1': last_val.get('validation/main/accuracy'),
         'val_loss': last_val.get('validation/main/loss'),

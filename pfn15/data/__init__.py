@@ -26,8 +26,11 @@ def build(cfg, comm):
     error, meta = comm.bcast_obj((error, meta) if comm.rank == 0 else None)
     if error is not None:
         raise error
-    train = chainermn.scatter_dataset(train, comm, shuffle=True, seed=cfg.seed)
-    val = chainermn.scatter_dataset(val, comm)
+    # Every sample to exactly one rank (no padding): shares differ by at most
+    # one sample, and the trainer counts epochs globally (GlobalEpochs).
+    train = chainermn.scatter_dataset(train, comm, shuffle=True, seed=cfg.seed,
+                                      force_equal_length=False)
+    val = chainermn.scatter_dataset(val, comm, force_equal_length=False)
     if cfg.data.dataset != 'digits':   # digits are arrays, normalized at load
         from pfn15.data import transforms
         train = TransformDataset(train, transforms.train_transform(cfg.data))

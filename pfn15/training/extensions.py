@@ -1,6 +1,7 @@
 """Trainer extensions of the recipe: the schedule driver, BN statistics before
 evaluation, throughput, non-finite checks, preemption, and the final summary."""
 import json
+import math
 import os
 import signal
 import time
@@ -30,14 +31,10 @@ class ScheduleDriver(extension.Extension):
     trigger = 1, 'iteration'
     priority = extension.PRIORITY_WRITER + 2   # report before LogReport reads
 
-    def __init__(self, cfg, train_size):
+    def __init__(self, cfg, global_epochs):
         self.schedule = cfg.schedule
         self.base_lr = cfg.base_lr()
-        self.global_batch = cfg.batch.global_
-        self.train_size = train_size
-
-    def epoch(self, iteration):
-        return iteration * self.global_batch / self.train_size
+        self.epochs = global_epochs
 
     def initialize(self, trainer):
         self._set(trainer.updater.get_optimizer('main'), trainer.updater.iteration)
@@ -50,7 +47,7 @@ class ScheduleDriver(extension.Extension):
         self._set(optimizer, trainer.updater.iteration)
 
     def _set(self, optimizer, iteration):
-        e = self.epoch(iteration)
+        e = self.epochs.at(iteration)
         optimizer.lr = schedules.learning_rate(e, self.schedule, self.base_lr)
         if hasattr(optimizer, 'alpha_sgd'):
             optimizer.alpha_sgd = schedules.alpha_sgd(
@@ -76,47 +73,64 @@ class AllreduceBNStatistics(extension.Extension):
         bn.allreduce_statistics(self.model, self.comm)
 
 
-class EvaluationTrigger(object):
+class GlobalEpochs(object):
 
-    """Every `period` epochs, and once more at the last iteration.
+    """Epochs as the whole job counts them: samples seen by all workers / training-set size.
 
-    So a run whose length is not a multiple of the period still ends with a
-    validation result in its log and summary.
+    Ranks hold shares that differ by up to one sample (scatter_dataset hands
+    every sample to exactly one rank), so each rank's own iterator counts
+    epochs slightly differently. Everything that must happen on all ranks
+    at once (evaluation, stopping) counts with this instead.
     """
 
-    def __init__(self, period_epochs, stop_trigger):
-        self.interval = triggers.IntervalTrigger(period_epochs, 'epoch') \
-            if period_epochs > 0 else None
-        self.stop_trigger = stop_trigger
+    def __init__(self, global_batch, train_size):
+        self.global_batch = global_batch
+        self.train_size = train_size
 
-    def __call__(self, trainer):
-        fired = self.interval(trainer) if self.interval is not None else False
-        return fired or self.stop_trigger.get_training_length_reached(trainer)
+    def at(self, iteration):
+        return iteration * self.global_batch / self.train_size
 
-    def serialize(self, serializer):
-        if self.interval is not None:
-            self.interval.serialize(serializer['interval'])
+    def iterations_for(self, epochs):
+        """The first iteration at which `epochs` epochs are complete."""
+        return int(math.ceil(epochs * self.train_size / self.global_batch - 1e-9))
 
 
 class StopTrigger(object):
 
-    """Stop after `iterations` (if > 0) else after `epochs` (fractional allowed)."""
+    """Stop after `iterations` (if > 0) else once `epochs` global epochs are done."""
 
-    def __init__(self, epochs, iterations=0):
-        self.epochs = epochs
-        self.iterations = iterations
-
-    def get_training_length_reached(self, trainer):
-        u = trainer.updater
-        if self.iterations > 0:
-            return u.iteration >= self.iterations
-        return u.epoch_detail >= self.epochs - 1e-12
+    def __init__(self, epochs, iterations, global_epochs):
+        self.iterations = iterations if iterations > 0 else global_epochs.iterations_for(epochs)
 
     def get_training_length(self):
-        return (self.iterations, 'iteration') if self.iterations > 0 else (self.epochs, 'epoch')
+        return self.iterations, 'iteration'
 
     def __call__(self, trainer):
-        return self.get_training_length_reached(trainer)
+        return trainer.updater.iteration >= self.iterations
+
+
+class EpochTrigger(object):
+
+    """Fires every `period` global epochs, and at the last iteration.
+
+    Stateless (a function of the iteration), so it can be shared and needs no
+    checkpointing; a run whose length is not a multiple of the period still
+    ends with a validation result.
+    """
+
+    def __init__(self, period, global_epochs, stop_trigger):
+        self.period = period
+        self.epochs = global_epochs
+        self.stop = stop_trigger
+
+    def __call__(self, trainer):
+        it = trainer.updater.iteration
+        if self.stop(trainer):
+            return True
+        if self.period <= 0:
+            return False
+        return (math.floor(self.epochs.at(it) / self.period + 1e-9)
+                > math.floor(self.epochs.at(it - 1) / self.period + 1e-9))
 
 
 class Throughput(extension.Extension):
