@@ -20,6 +20,8 @@ import numpy
 from chainer import serializers
 from chainer.training import extension
 
+from pfn15.training.extensions import NonFiniteError
+
 _DIR = re.compile(r'^iter_(\d{8,})$')
 
 
@@ -46,6 +48,13 @@ class Checkpointer(object):
         state = serializers.DictionarySerializer()
         state.save(trainer)
         arrays = dict(state.target)
+        # Never replace a good checkpoint with a non-finite state (weights, or BN
+        # statistics that overflowed): every rank must agree before anyone writes.
+        finite = all(numpy.isfinite(a).all() for a in arrays.values()
+                     if isinstance(a, numpy.ndarray) and a.dtype.kind == 'f')
+        if not self.comm.mpi_comm.allreduce(int(finite), op=MPI.MIN):
+            raise NonFiniteError('non-finite model state at iteration %d (weights or BN '
+                                 'statistics overflowed); not checkpointed' % iteration)
         for i, rs in enumerate(self.random_states):
             kind, keys, pos, has_gauss, cached = rs.get_state()
             arrays['pfn15_rng/%d/keys' % i] = keys

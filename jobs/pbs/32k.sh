@@ -1,0 +1,142 @@
+#!/bin/bash
+# The paper's run (Akiba, Suzuki, Fukuda 2017): ResNet-50 on ImageNet, 90
+# epochs, global batch 32,768 = 1,024 workers x 32 images (configs/32k.yaml),
+# on 128 nodes x 8 GPUs, one MPI rank per GPU. Each rank picks its GPU by its
+# rank within the node (ChainerMN's intra_rank), so the job only has to start
+# 8 ranks per node and let every rank see all 8 GPUs.
+#
+# Submit from the repository root (PBS Pro; Torque: see the resource lines):
+#   qsub -v IMAGENET_ROOT=/data/ILSVRC2012 jobs/pbs/32k.sh
+# Checkpoints, logs and summary.json go to results/32k-1024gpu (add
+# PFN15_OUT=... to -v to change it). tests/test_jobs.py checks that nodes x
+# ranks per node equals the rank count launched below and the config's
+# worker count.
+#
+# Walltime and preemption: PBS gives no warning before the walltime, so this
+# script sends itself SIGUSR1 300 s before it and passes it to the training
+# processes, which finish the current iteration, write a checkpoint on every
+# rank and exit 0; the script then submits itself again, to start when this
+# job has ended and continue from that checkpoint (resume=auto). Any other
+# failure ends the job without a resubmission.
+#
+#PBS -N pfn15-32k
+# 128 nodes, 8 GPUs and 8 MPI ranks (one per GPU) each, 6 cores per rank for
+# data.loader_workers=6 JPEG decoders. Torque: -l nodes=128:ppn=8:gpus=8 and
+# -n for whole nodes (ppn is the ranks per node: $PBS_NODEFILE lists each
+# node ppn times).
+#PBS -l select=128:ncpus=48:ngpus=8:mpiprocs=8
+#PBS -l place=scatter:excl
+# The paper trains in 15 minutes on P100s; start-up and validation add to it.
+#PBS -l walltime=01:00:00
+# Rerunnable: PBS may requeue and rerun the job itself (node failure,
+# preemption by the scheduler); resume=auto then continues from a checkpoint.
+#PBS -r y
+#PBS -j oe
+
+set -uo pipefail   # not -e: the training step's exit status is handled below
+cd "${PBS_O_WORKDIR:-.}" || exit 1
+# This file, relative to the repository root, for the resubmission below
+# (PBS runs a copy of it, so $0 is not it).
+JOB_SCRIPT=jobs/pbs/32k.sh
+
+# ---------------------------------------------------------------- environment
+# PBS starts the job in a fresh login shell, not the submitting one: activate
+# the environment where pfn15 is installed (or load your modules here).
+if [ -f .venv/bin/activate ]; then
+    # shellcheck source=/dev/null
+    . .venv/bin/activate
+fi
+# configs/32k.yaml reads data.root from ${IMAGENET_ROOT}: train/<wnid>/*.JPEG
+# and val/<wnid>/*.JPEG (or list files), readable from every node.
+export IMAGENET_ROOT="${IMAGENET_ROOT:-/path/to/ILSVRC2012}"
+# On a file system every node shares: each rank writes its own part of every
+# checkpoint and resume=auto needs all of them. Not per job id, so the next
+# job finds the checkpoints of this one.
+OUT_DIR="${PFN15_OUT:-results/32k-1024gpu}"
+# One OpenMP/BLAS thread per process: the GPUs do the arithmetic, and 8 ranks
+# x 6 decoders already share the node's cores.
+export OMP_NUM_THREADS=1
+# NCCL errors and warnings only; INFO from 1,024 ranks floods the log (use it
+# once to check that NCCL found InfiniBand: "NET/IB" in its lines).
+export NCCL_DEBUG=WARN
+# The interface for NCCL's bootstrap and socket fallback. Auto-detection can
+# pick docker0 or a management network; placeholder: your IPoIB/data interface.
+export NCCL_SOCKET_IFNAME="${NCCL_SOCKET_IFNAME:-ib0}"
+# The InfiniBand adapters NCCL uses between nodes (a prefix; `ibv_devinfo`
+# lists them). Placeholder: your cluster's HCA names.
+export NCCL_IB_HCA="${NCCL_IB_HCA:-mlx5}"
+# An uncaught exception on any rank calls MPI_Abort, so the other 1,023 do not
+# wait forever in an all-reduce. pfn15.train installs the same hook itself;
+# the variable installs it at `import chainermn`, so it also covers the
+# communicator's set-up (NCCL) that comes before. Harmless twice.
+export CHAINERMN_FORCE_ABORT_ON_EXCEPTION=1
+# No variable for the multiprocessing start method: pfn15.train sets
+# 'forkserver' itself before it creates the communicator (ChainerMN's advice
+# for InfiniBand: fork() after MPI has registered memory with the adapter
+# corrupts it), so the data-loading processes start from a clean process.
+
+# ---------------------------------------------------------------- launch
+# mpiexec takes the nodes from $PBS_NODEFILE, where mpiprocs=8 lists each node
+# 8 times (Open MPI through its tm support, MPICH/Intel MPI's Hydra through
+# its PBS support; otherwise add --hostfile "$PBS_NODEFILE").
+mpiexec -n 1024 python -m pfn15.train configs/32k.yaml out="$OUT_DIR" resume=auto &
+TRAIN_PID=$!
+
+# ---------------------------------------------------------------- preemption
+# SIGUSR1 (the timer below, or `qsig -s USR1 JOBID`): pass it on, and submit
+# the next job once the training has checkpointed. It is passed as SIGUSR1
+# because mpiexec forwards SIGUSR1 to every rank unchanged, while Open MPI's
+# mpirun turns SIGTERM into SIGTERM + SIGKILL a second later, too soon to write
+# a checkpoint; pfn15.train treats SIGUSR1 and SIGTERM alike.
+# SIGTERM (qdel, the walltime itself, the scheduler's preemption, which reruns
+# the job by itself since it is rerunnable): pass it on and keep waiting until
+# PBS's kill_delay runs out, but do not resubmit. (qrerun would keep the job
+# id, but PBS allows it to operators and managers only.)
+WARN_S=300
+MAX_RESUBMITS="${MAX_RESUBMITS:-20}"
+RESUBMIT=0
+trap 'RESUBMIT=1; kill -USR1 "$TRAIN_PID" 2>/dev/null' USR1
+trap 'kill -USR1 "$TRAIN_PID" 2>/dev/null' TERM
+
+# The timer: SIGUSR1 to this script WARN_S seconds before the walltime that
+# qstat reports (PBS Pro and Torque print "Resource_List.walltime = H:M:S").
+warn_before_walltime() {
+    local sleeper
+    trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
+    sleep "$1" & sleeper=$!
+    wait "$sleeper" && kill -USR1 "$$"
+}
+WALLTIME_S=$(qstat -f "${PBS_JOBID:-}" 2>/dev/null |
+    awk -F' = ' '/Resource_List.walltime/ {n = split($2, t, ":"); print t[n-2]*3600 + t[n-1]*60 + t[n]; exit}')
+TIMER_PID=
+if [ -n "$WALLTIME_S" ] && [ "$WALLTIME_S" -gt "$WARN_S" ]; then
+    warn_before_walltime "$((WALLTIME_S - WARN_S))" &
+    TIMER_PID=$!
+else
+    echo "pfn15: walltime unknown (qstat -f); no checkpoint before the walltime" >&2
+fi
+
+# A trapped signal makes `wait` return early; wait again until mpiexec is
+# gone. Bash keeps a background job's exit status, so the last wait gets it.
+while kill -0 "$TRAIN_PID" 2>/dev/null; do wait "$TRAIN_PID"; done
+wait "$TRAIN_PID"
+rc=$?
+if [ -n "$TIMER_PID" ]; then kill "$TIMER_PID" 2>/dev/null; fi
+
+if [ "$RESUBMIT" = 1 ]; then
+    if [ "$rc" -ne 0 ]; then
+        echo "pfn15: training exited with status $rc after SIGUSR1; not resubmitting" >&2
+        exit "$rc"
+    fi
+    done_before="${PFN15_RESUBMITS:-0}"
+    if [ "$done_before" -ge "$MAX_RESUBMITS" ]; then
+        echo "pfn15: checkpoint written, but the run was already resubmitted $MAX_RESUBMITS times; not resubmitting" >&2
+        exit 1
+    fi
+    echo "pfn15: checkpoint written; submitting $JOB_SCRIPT to continue after job ${PBS_JOBID:-}"
+    qsub -W depend=afterany:"${PBS_JOBID:-}" \
+        -v "PFN15_RESUBMITS=$((done_before + 1)),PFN15_OUT=$OUT_DIR,IMAGENET_ROOT=$IMAGENET_ROOT" \
+        "$JOB_SCRIPT" || exit 1
+    exit 0
+fi
+exit "$rc"

@@ -1,0 +1,109 @@
+#!/bin/bash
+# The paper's optimization (configs/32k.yaml: global batch 32,768, 90 epochs)
+# on one node with 8 GPUs. Gradient accumulation makes the 8 workers run the
+# same updates as the paper's 1,024: each accumulates 32768 / (8 x 32) = 128
+# microbatches of 32 images per update, and BN still normalizes over 32.
+# Expect days, not minutes: the job checkpoints and requeues itself at every
+# time limit until the 90 epochs are done.
+#
+# Submit from the repository root, in the environment where pfn15 is
+# installed (sbatch passes the submitting shell's environment to the job):
+#   IMAGENET_ROOT=/data/ILSVRC2012 sbatch jobs/slurm/32k-single-node.sh
+# Checkpoints, logs and summary.json go to results/32k-8gpu (PFN15_OUT=... to
+# change it). tests/test_jobs.py checks that nodes x ranks per node equals the
+# rank count launched below and divides the global batch into whole
+# microbatches.
+#
+# Time limit and preemption: SLURM sends this script SIGUSR1 300 s before the
+# limit; the script passes it to the training processes, which finish the
+# current iteration, write a checkpoint on every rank and exit 0; the script
+# then requeues the job, which continues from that checkpoint (resume=auto).
+# Any other failure ends the job without a requeue.
+#
+#SBATCH --job-name=pfn15-32k-1node
+#SBATCH --nodes=1
+# One MPI rank per GPU.
+#SBATCH --ntasks-per-node=8
+#SBATCH --gpus-per-node=8
+# data.loader_workers=6 JPEG-decoding processes per rank.
+#SBATCH --cpus-per-task=6
+#SBATCH --exclusive
+# A common site maximum; the job requeues itself until training is done.
+#SBATCH --time=24:00:00
+# SIGUSR1 to this batch script (B:) 300 s before the time limit.
+#SBATCH --signal=B:USR1@300
+#SBATCH --requeue
+# A requeued job appends to the same log.
+#SBATCH --open-mode=append
+#SBATCH --output=%x-%j.out
+
+set -uo pipefail   # not -e: the training step's exit status is handled below
+cd "${SLURM_SUBMIT_DIR:-.}" || exit 1
+
+# ---------------------------------------------------------------- environment
+# configs/32k.yaml reads data.root from ${IMAGENET_ROOT}: train/<wnid>/*.JPEG
+# and val/<wnid>/*.JPEG (or list files). A node-local copy (NVMe) helps here:
+# 8 GPUs read all of ImageNet every epoch.
+export IMAGENET_ROOT="${IMAGENET_ROOT:-/path/to/ILSVRC2012}"
+# Not per job id, so a requeued job finds the checkpoints of the one before.
+OUT_DIR="${PFN15_OUT:-results/32k-8gpu}"
+# One OpenMP/BLAS thread per process: the GPUs do the arithmetic, and 8 ranks
+# x 6 decoders already share the node's cores.
+export OMP_NUM_THREADS=1
+# NCCL errors and warnings only (INFO to see which NVLink/PCIe paths it uses).
+# All traffic stays inside the node, so no InfiniBand or interface settings.
+export NCCL_DEBUG=WARN
+# An uncaught exception on any rank calls MPI_Abort, so the other ranks do not
+# wait forever in an all-reduce. pfn15.train installs the same hook itself;
+# the variable installs it at `import chainermn`, so it also covers the
+# communicator's set-up (NCCL) that comes before. Harmless twice.
+export CHAINERMN_FORCE_ABORT_ON_EXCEPTION=1
+# No variable for the multiprocessing start method: pfn15.train sets
+# 'forkserver' itself before it creates the communicator (ChainerMN's advice
+# for InfiniBand), so the data-loading processes start from a clean process.
+
+# ---------------------------------------------------------------- launch
+# mpiexec, not srun: the same line for SLURM and PBS and for Open MPI, MPICH
+# (Hydra) and Intel MPI. `srun --mpi=pmix -n 8 python -m pfn15.train ...` also
+# works where the MPI is built with PMIx; the signal handling below is written
+# for mpiexec. Do not add --gpus-per-task or --gpu-bind: every rank must see
+# all 8 GPUs (it picks its own by its rank within the node).
+# A checkpoint every 100 updates (under an hour on 8 P100s) instead of the
+# config's 500, so a crash that is not a preemption loses less.
+mpiexec -n 8 python -m pfn15.train configs/32k.yaml out="$OUT_DIR" resume=auto checkpoint.every=100 &
+TRAIN_PID=$!
+
+# ---------------------------------------------------------------- preemption
+# SIGUSR1 (the --signal warning, or `scancel --batch --signal=USR1 JOBID`):
+# pass it on, and requeue once the training has checkpointed. It is passed as
+# SIGUSR1 because mpiexec forwards SIGUSR1 to every rank unchanged, while Open
+# MPI's mpirun turns SIGTERM into SIGTERM + SIGKILL a second later, too soon to
+# write a checkpoint; pfn15.train treats SIGUSR1 and SIGTERM alike.
+# SIGTERM (scancel, or SLURM's own preemption, which requeues by itself): pass
+# it on and keep waiting (if this script exits, SLURM kills the ranks before
+# they have written their checkpoint), but do not requeue.
+MAX_REQUEUES="${MAX_REQUEUES:-20}"
+REQUEUE=0
+trap 'REQUEUE=1; kill -USR1 "$TRAIN_PID" 2>/dev/null' USR1
+trap 'kill -USR1 "$TRAIN_PID" 2>/dev/null' TERM
+
+# A trapped signal makes `wait` return early; wait again until mpiexec is
+# gone. Bash keeps a background job's exit status, so the last wait gets it.
+while kill -0 "$TRAIN_PID" 2>/dev/null; do wait "$TRAIN_PID"; done
+wait "$TRAIN_PID"
+rc=$?
+
+if [ "$REQUEUE" = 1 ]; then
+    if [ "$rc" -ne 0 ]; then
+        echo "pfn15: training exited with status $rc after SIGUSR1; not requeueing" >&2
+        exit "$rc"
+    fi
+    if [ "${SLURM_RESTART_COUNT:-0}" -ge "$MAX_REQUEUES" ]; then
+        echo "pfn15: checkpoint written, but the job was already requeued $MAX_REQUEUES times; not requeueing" >&2
+        exit 1
+    fi
+    echo "pfn15: checkpoint written; requeueing job $SLURM_JOB_ID"
+    scontrol requeue "$SLURM_JOB_ID"
+    exit 0
+fi
+exit "$rc"

@@ -1,0 +1,95 @@
+#!/bin/bash
+# A small CPU job to check a cluster set-up before spending GPU hours: 2 nodes
+# x 2 MPI ranks train the demo (configs/demo.yaml: a small ResNet on the
+# scikit-learn digits, no downloads, no GPU) for a few minutes. It checks
+# that mpi4py talks to this cluster's MPI across nodes, that pfn15 runs in the
+# job's environment, that the output directory is writable from every node,
+# and (if you signal it, see below) that preemption and requeue work.
+#
+# Submit from the repository root, in the environment where pfn15 is
+# installed (sbatch passes the submitting shell's environment to the job):
+#   sbatch jobs/slurm/cpu-check.sh
+# Results go to results/cpu-check-JOBID. To test preemption, while it trains:
+#   scancel --batch --signal=USR1 JOBID
+# The log should then show "preempted", a requeue, and the requeued job
+# continuing from the checkpoint to the same end.
+#
+#SBATCH --job-name=pfn15-cpu-check
+#SBATCH --nodes=2
+#SBATCH --ntasks-per-node=2
+#SBATCH --cpus-per-task=2
+#SBATCH --time=00:15:00
+# SIGUSR1 to this batch script (B:) 120 s before the time limit.
+#SBATCH --signal=B:USR1@120
+#SBATCH --requeue
+# A requeued job appends to the same log.
+#SBATCH --open-mode=append
+#SBATCH --output=%x-%j.out
+
+set -uo pipefail   # not -e: the training step's exit status is handled below
+cd "${SLURM_SUBMIT_DIR:-.}" || exit 1
+
+# ---------------------------------------------------------------- environment
+# Per job id: a requeue keeps the id and continues; a new submission starts
+# fresh. On a file system every node shares (every rank writes checkpoints).
+OUT_DIR="${PFN15_OUT:-results/cpu-check-${SLURM_JOB_ID:-local}}"
+# One OpenMP/BLAS thread per CPU SLURM gave the rank; more would oversubscribe.
+export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"
+# An uncaught exception on any rank calls MPI_Abort, so the other ranks do not
+# wait forever in an all-reduce. pfn15.train installs the same hook itself;
+# the variable installs it at `import chainermn`, so it also covers the
+# communicator's set-up (NCCL) that comes before. Harmless twice.
+export CHAINERMN_FORCE_ABORT_ON_EXCEPTION=1
+# No NCCL settings (CPU only: the 'naive' MPI communicator) and no variable
+# for the multiprocessing start method (pfn15.train sets 'forkserver' itself
+# when it starts data-loading processes).
+
+# ---------------------------------------------------------------- launch
+# 1. MPI across nodes. Every rank must print "of 4". If each says "rank 0 of
+# 1", mpi4py was built against another MPI than this mpiexec (the PyPI mpich
+# wheel, say): MPICC=mpicc pip install --no-binary=mpi4py mpi4py
+mpiexec -n 4 python -c '
+import socket, sys
+from mpi4py import MPI
+c = MPI.COMM_WORLD
+print("rank %d of %d on %s: %s" % (c.rank, c.size, socket.gethostname(),
+                                   MPI.Get_library_version().splitlines()[0]), flush=True)
+sys.exit(0 if c.size > 1 else "mpi4py sees a world of 1 rank: it does not use this mpiexec")
+' || exit 1
+
+# 2. Training. mpiexec, not srun, as in the GPU jobs (see jobs/slurm/32k.sh).
+# 4 ranks x 32 images = demo.yaml's global batch of 128, without accumulation:
+# the same global batch and schedule as `make demo` (2 ranks x 2 microbatches),
+# so its accuracy should come out close to the demo's.
+mpiexec -n 4 python -m pfn15.train configs/demo.yaml out="$OUT_DIR" resume=auto &
+TRAIN_PID=$!
+
+# ---------------------------------------------------------------- preemption
+# SIGUSR1: pass it on (mpiexec forwards SIGUSR1 to every rank unchanged), and
+# requeue once the training has checkpointed. SIGTERM (scancel, SLURM's own
+# preemption): pass it on and keep waiting for the checkpoint, no requeue.
+MAX_REQUEUES="${MAX_REQUEUES:-3}"
+REQUEUE=0
+trap 'REQUEUE=1; kill -USR1 "$TRAIN_PID" 2>/dev/null' USR1
+trap 'kill -USR1 "$TRAIN_PID" 2>/dev/null' TERM
+
+# A trapped signal makes `wait` return early; wait again until mpiexec is
+# gone. Bash keeps a background job's exit status, so the last wait gets it.
+while kill -0 "$TRAIN_PID" 2>/dev/null; do wait "$TRAIN_PID"; done
+wait "$TRAIN_PID"
+rc=$?
+
+if [ "$REQUEUE" = 1 ]; then
+    if [ "$rc" -ne 0 ]; then
+        echo "pfn15: training exited with status $rc after SIGUSR1; not requeueing" >&2
+        exit "$rc"
+    fi
+    if [ "${SLURM_RESTART_COUNT:-0}" -ge "$MAX_REQUEUES" ]; then
+        echo "pfn15: checkpoint written, but the job was already requeued $MAX_REQUEUES times; not requeueing" >&2
+        exit 1
+    fi
+    echo "pfn15: checkpoint written; requeueing job $SLURM_JOB_ID"
+    scontrol requeue "$SLURM_JOB_ID"
+    exit 0
+fi
+exit "$rc"
