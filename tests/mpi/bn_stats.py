@@ -1,5 +1,6 @@
 """Under mpiexec -n 3: allreduce_statistics makes every rank's BN statistics the
 mean over ranks of the per-rank last-minibatch statistics."""
+import pfn15  # noqa: F401  (first: its _compat shims must precede Chainer)
 import numpy
 
 import chainer

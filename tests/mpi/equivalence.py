@@ -6,6 +6,7 @@ The global batch W x k x b is made of the same samples in the same order for
 every (W, k, b), so the final parameters must agree across layouts: this is
 what proves the gradient averaging (all-reduce) and the accumulation.
 """
+import pfn15  # noqa: F401  (first: its _compat shims must precede Chainer)
 import argparse
 
 import numpy

@@ -1,4 +1,5 @@
 """Under mpiexec -n 3: pfn15.data.build gives every training sample to exactly one rank."""
+import pfn15  # noqa: F401  (first: its _compat shims must precede Chainer)
 import hashlib
 import sys
 

@@ -1,0 +1,451 @@
+#!/usr/bin/env python
+"""Everything issue 7 lists under "Verified on the GPU", in one call, with a PASS/FAIL table.
+
+    python tools/gpu_check.py --json gpu_check.json [--device 0] [--no-bench]
+
+Checks (each independent; one failing does not stop the others):
+
+  rmsprop_warmup     pfn15.optimizers.RMSpropWarmup: the fused CuPy kernel
+                     (update_core_gpu) vs the NumPy rule (update_core_cpu), same
+                     initial parameters and the same gradients, 20 updates with
+                     alpha_sgd swept 0 -> 1, float32: max|gpu - cpu| <= rtol * max|cpu|
+                     for every parameter array and both state arrays (m, v).
+  bn_allreduce       pfn15.bn.allreduce_statistics on CuPy vs NumPy arrays, over
+                     a communicator that simulates 4 ranks in this process (a
+                     real one-process MPI all-reduce of device pointers needs a
+                     CUDA-aware MPI; the function under test only calls
+                     comm.allreduce and comm.size).
+  accumulating_updater  pfn15.training.updater.AccumulatingUpdater, 4 microbatches,
+                     a small BN network, 20 updates on GPU vs CPU from the same
+                     parameters and data.
+  train_float32 / train_mixed16
+                     a short ResNet-50 run (pfn15.models.resnet50) on synthetic
+                     JPEGs (pfn15.data.synthetic), on the GPU: the loss of the
+                     last iterations is below that of the first ones.
+  bench_b32_float32, bench_b32_mixed16, bench_b256_mixed16
+                     `python -m pfn15.bench step --device N --arch resnet50` at
+                     per-worker batch 32 and 256: images/s, and the PyTorch peer's
+                     images/s and ratio where bench reports one. Goal: >= 0.5x
+                     the peer at batch 256 with mixed16.
+
+Without CuPy or a GPU it prints why, writes {"status": "skipped", ...} and exits 0.
+Exit status: 0 when every check passed (or everything was skipped), 1 otherwise.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault('MPLBACKEND', 'Agg')
+
+import numpy  # noqa: E402
+
+import pfn15  # noqa: E402,F401  (pfn15._compat before Chainer)
+
+
+# ---------------------------------------------------------------- helpers
+
+def _versions():
+    v = {'python': platform.python_version(), 'numpy': numpy.__version__,
+         'platform': platform.platform()}
+    for name in ('chainer', 'cupy', 'torch', 'mpi4py', 'setuptools'):
+        try:
+            v[name] = __import__(name).__version__
+        except Exception as e:  # report, never fail on a missing optional package
+            v[name] = 'absent (%s)' % type(e).__name__
+    return v
+
+
+def _gpu_or_reason(device):
+    """(info dict, None) when CuPy sees GPU `device`, else (None, reason)."""
+    try:
+        import cupy
+    except Exception as e:
+        return None, 'cupy is not importable (%s: %s)' % (type(e).__name__, e)
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:
+        return None, 'CuPy finds no usable CUDA device (%s: %s)' % (type(e).__name__, e)
+    if n <= device:
+        return None, 'CuPy sees %d GPU(s); --device %d is not one of them' % (n, device)
+    props = cupy.cuda.runtime.getDeviceProperties(device)
+    name = props['name']
+    info = {'gpu': name.decode() if isinstance(name, bytes) else str(name),
+            'gpu_memory_gib': round(props['totalGlobalMem'] / 2 ** 30, 1),
+            'cuda_runtime': cupy.cuda.runtime.runtimeGetVersion(),
+            'cuda_driver': cupy.cuda.runtime.driverGetVersion()}
+    import chainer.backends.cuda as ccuda
+    info['chainer_cuda_available'] = bool(ccuda.available)
+    info['chainer_cudnn_enabled'] = bool(ccuda.cudnn_enabled)
+    if not ccuda.available:
+        return None, 'CuPy sees the GPU but Chainer does not (chainer.backends.cuda.available ' \
+                     'is False; CuPy version not accepted?)'
+    return info, None
+
+
+def _rel_err(gpu_arr, cpu_arr):
+    """max|gpu - cpu| / max|cpu| (the array's scale; 0-safe)."""
+    import cupy
+    g = cupy.asnumpy(gpu_arr).astype(numpy.float64)
+    c = numpy.asarray(cpu_arr, dtype=numpy.float64)
+    scale = max(float(numpy.abs(c).max()) if c.size else 0.0, 1e-30)
+    return float(numpy.abs(g - c).max()) / scale if c.size else 0.0
+
+
+def _compare(pairs, rtol):
+    """pairs: [(name, gpu_array, cpu_array)] -> (ok, worst name, worst rel err); NaN fails."""
+    errs = [(_rel_err(g, c), name) for name, g, c in pairs]
+    bad = [(e, n) for e, n in errs if not numpy.isfinite(e)]
+    worst, worst_name = bad[0] if bad else max(errs)
+    return bool(not bad and worst <= rtol), worst_name, worst
+
+
+# ---------------------------------------------------------------- checks
+
+def check_rmsprop_warmup(args):
+    import chainer
+    import cupy
+    from pfn15.optimizers import RMSpropWarmup
+
+    rng = numpy.random.RandomState(0)
+    shapes = [(64, 3, 3, 3), (64,), (256, 64), (1000,), (7, 5)]
+    init = [rng.randn(*s).astype(numpy.float32) * 0.1 for s in shapes]
+    grads = [[rng.randn(*s).astype(numpy.float32) * 10 ** rng.uniform(-3, 0) for s in shapes]
+             for _ in range(args.updates)]
+
+    def run(xp):
+        model = chainer.ChainList(*[chainer.Link() for _ in shapes])
+        for link, a in zip(model, init):
+            with link.init_scope():
+                link.p = chainer.Parameter(xp.asarray(a.copy()))
+        opt = RMSpropWarmup(lr=0.1, lr_rmsprop=3e-3, mu1=0.9, mu2=0.99, eps=1e-8)
+        opt.setup(model)
+        for i in range(args.updates):
+            # alpha_sgd swept 0 -> 1 (RMSprop -> momentum SGD), as the schedule does.
+            opt.alpha_sgd = min(1.0, i / max(1, args.updates - 2))
+            for link, g in zip(model, grads[i]):
+                link.p.grad = xp.asarray(g)
+            opt.update()
+        out = {}
+        for j, link in enumerate(model):
+            out['param%d' % j] = link.p.array
+            st = link.p.update_rule.state
+            out['param%d.m' % j], out['param%d.v' % j] = st['m'], st['v']
+        return out
+
+    cpu = run(numpy)
+    with cupy.cuda.Device(args.device):
+        gpu = run(cupy)
+    assert all(isinstance(a, cupy.ndarray) for a in gpu.values()), 'GPU run left the GPU'
+    ok, name, err = _compare([(k, gpu[k], cpu[k]) for k in cpu], args.rtol)
+    return ok, 'max rel err %.2e (%s) over %d updates, rtol %.0e' % (
+        err, name, args.updates, args.rtol), {'max_rel_err': err, 'worst': name}
+
+
+class _SimulatedComm(object):
+    """allreduce = this rank's array + fixed arrays of `size - 1` simulated peers."""
+
+    def __init__(self, size, seed):
+        self.size, self.rank, self._seed = size, 0, seed
+
+    def allreduce(self, x):
+        import chainer
+        xp = chainer.backend.get_array_module(x)
+        rng = numpy.random.RandomState(self._seed)
+        total = x.copy()
+        for _ in range(self.size - 1):
+            total += xp.asarray(rng.rand(*x.shape).astype(x.dtype))
+        return total
+
+
+def check_bn_allreduce(args):
+    import chainer
+    import cupy
+    from pfn15 import bn as bn_module
+    from pfn15.models import resnet_small
+
+    rng = numpy.random.RandomState(1)
+    x = rng.randn(16, 3, 16, 16).astype(numpy.float32)
+
+    def run(xp):
+        numpy.random.seed(0)   # Chainer's initializers draw from numpy.random
+        net = resnet_small(10, 3, 1, 8, bn_decay=0.0)
+        if xp is cupy:
+            net.to_device(chainer.get_device('@cupy:%d' % args.device))
+        with chainer.using_config('train', True):
+            net(xp.asarray(x))            # BN decay 0: avg_* = this batch's statistics
+        bn_module.allreduce_statistics(net, _SimulatedComm(4, seed=2))
+        return {'%s.%s' % (i, a): getattr(link, a)
+                for i, link in enumerate(bn_module.batch_norms(net))
+                for a in ('avg_mean', 'avg_var')}
+
+    cpu = run(numpy)
+    with cupy.cuda.Device(args.device):
+        gpu = run(cupy)
+    ok, name, err = _compare([(k, gpu[k], cpu[k]) for k in cpu], args.rtol)
+    return ok, 'max rel err %.2e (%s), %d BN arrays, 4 simulated ranks' % (
+        err, name, len(cpu)), {'max_rel_err': err, 'worst': name}
+
+
+def check_accumulating_updater(args):
+    try:
+        from pfn15.training.updater import AccumulatingUpdater
+    except ImportError as e:
+        return None, 'pfn15.training.updater.AccumulatingUpdater is missing (%s)' % e, {}
+    import chainer
+    import chainer.functions as F
+    import chainer.links as L
+    import cupy
+
+    rng = numpy.random.RandomState(3)
+    k, per = 4, 8
+    X = rng.randn(k * per * args.updates, 32).astype(numpy.float32)
+    Y = rng.randint(0, 10, len(X)).astype(numpy.int32)
+    data = chainer.datasets.TupleDataset(X, Y)
+
+    class Net(chainer.Chain):
+        def __init__(self):
+            super().__init__()
+            with self.init_scope():
+                self.l1 = L.Linear(32, 64)
+                self.bn = L.BatchNormalization(64)
+                self.l2 = L.Linear(64, 10)
+
+        def forward(self, x):
+            return self.l2(F.relu(self.bn(self.l1(x))))
+
+    numpy.random.seed(0)
+    template = L.Classifier(Net())
+    init = {n: p.array.copy() for n, p in template.namedparams()}
+
+    def run(device):
+        model = L.Classifier(Net())
+        for n, p in model.namedparams():
+            p.array[...] = init[n]
+        model.to_device(device)
+        opt = chainer.optimizers.MomentumSGD(lr=0.05, momentum=0.9)
+        opt.setup(model)
+        it = chainer.iterators.SerialIterator(data, per, shuffle=False)
+        up = AccumulatingUpdater(it, opt, microbatches=k, device=device)
+        reporter = chainer.Reporter()   # what a Trainer provides around update()
+        reporter.add_observer('main', model)
+        for _ in range(args.updates):
+            with reporter.scope({}):
+                up.update()
+        return {n: p.array for n, p in model.namedparams()}
+
+    cpu = run(chainer.get_device('@numpy'))
+    with cupy.cuda.Device(args.device):
+        gpu = run(chainer.get_device('@cupy:%d' % args.device))
+    ok, name, err = _compare([(n, gpu[n], cpu[n]) for n in cpu], args.rtol)
+    return ok, 'max rel err %.2e (%s), %d updates x %d microbatches' % (
+        err, name, args.updates, k), {'max_rel_err': err, 'worst': name}
+
+
+def _synthetic_jpegs(classes, per_class, size, crop):
+    """(x float32 NCHW, t int32) decoded from a synthetic JPEG tree (center crop)."""
+    from PIL import Image
+    from pfn15.data import synthetic
+    root = tempfile.mkdtemp(prefix='pfn15-gpu-check-')
+    synthetic.write_tree(root, classes, per_class, 1, size, seed=0)
+    xs, ts = [], []
+    names = sorted(os.listdir(os.path.join(root, 'train')))
+    for label, name in enumerate(names):
+        d = os.path.join(root, 'train', name)
+        for f in sorted(os.listdir(d)):
+            with Image.open(os.path.join(d, f)) as im:
+                im = im.convert('RGB').resize((crop, crop), Image.BILINEAR)
+                xs.append(numpy.asarray(im, numpy.float32).transpose(2, 0, 1))
+            ts.append(label)
+    x = numpy.stack(xs)
+    x = (x - x.mean(axis=(0, 2, 3), keepdims=True)) / (x.std(axis=(0, 2, 3), keepdims=True) + 1e-5)
+    return x.astype(numpy.float32), numpy.asarray(ts, numpy.int32)
+
+
+def check_train(args, dtype):
+    import chainer
+    import cupy
+    from pfn15.models import Classifier, resnet50
+
+    x, t = _synthetic_jpegs(args.train_classes, args.train_per_class, 256, 224)
+    device = chainer.get_device('@cupy:%d' % args.device)
+    rng = numpy.random.RandomState(0)
+    numpy.random.seed(0)
+    config_dtype = chainer.mixed16 if dtype == 'mixed16' else numpy.float32
+    losses = []
+    t0 = time.perf_counter()
+    with chainer.using_config('dtype', config_dtype), cupy.cuda.Device(args.device):
+        model = Classifier(resnet50(args.train_classes, 3))
+        model.to_device(device)
+        opt = chainer.optimizers.MomentumSGD(lr=args.train_lr, momentum=0.9)
+        opt.setup(model)
+        if dtype == 'mixed16':
+            opt.loss_scaling()
+            opt.use_fp32_update()
+        in_dtype = numpy.float16 if dtype == 'mixed16' else numpy.float32
+        for _ in range(args.train_iters):
+            idx = rng.choice(len(x), args.train_batch, replace=False)
+            xb = device.send(x[idx].astype(in_dtype))
+            tb = device.send(t[idx])
+            model.cleargrads()
+            loss = model(xb, tb)
+            loss.backward(loss_scale=getattr(opt, '_loss_scale', None))
+            opt.update()
+            losses.append(float(loss.array))
+        cupy.cuda.Device(args.device).synchronize()
+    n = max(3, args.train_iters // 5)
+    first, last = float(numpy.mean(losses[:n])), float(numpy.mean(losses[-n:]))
+    ok = bool(numpy.all(numpy.isfinite(losses)) and last < first)
+    param_dtypes = sorted({str(p.dtype) for p in model.params()})
+    return ok, 'loss %.3f -> %.3f (mean of first/last %d of %d it., batch %d), params %s, %.0fs' % (
+        first, last, n, args.train_iters, args.train_batch, '/'.join(param_dtypes),
+        time.perf_counter() - t0), {
+            'losses': losses, 'first_mean': first, 'last_mean': last,
+            'param_dtypes': param_dtypes}
+
+
+def _peer(result):
+    """The PyTorch peer's images/s in a bench JSON, whatever key bench gives it."""
+    for key in ('torch_img_per_s', 'pytorch_img_per_s', 'peer_img_per_s'):
+        if key in result:
+            return key, result[key]
+    for key, value in result.items():
+        if ('torch' in key or 'peer' in key) and key.endswith('img_per_s') \
+                and isinstance(value, (int, float)):
+            return key, value
+    return None, None
+
+
+def check_bench(args, batch, dtype):
+    out = tempfile.mktemp(prefix='pfn15-gpu-check-bench-', suffix='.json')
+    cmd = [sys.executable, '-m', 'pfn15.bench', 'step', '--arch', 'resnet50',
+           '--batch', str(batch), '--size', '224', '--device', str(args.device),
+           '--iters', str(args.bench_iters), '--blocks', str(args.bench_blocks),
+           '--set', 'train.dtype=%s' % dtype, '--json', out]
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.bench_timeout)
+    took = time.perf_counter() - t0
+    if p.returncode != 0 or not os.path.exists(out):
+        tail = (p.stdout + p.stderr).strip().splitlines()[-6:]
+        return False, 'bench exited %d after %.0fs: %s' % (p.returncode, took, ' | '.join(tail)), \
+            {'cmd': ' '.join(cmd)}
+    with open(out) as f:
+        r = json.load(f)
+    ours = r.get('pfn15_img_per_s')
+    key, peer = _peer(r)
+    metrics = {'cmd': ' '.join(cmd), 'pfn15_img_per_s': ours,
+               'bare_img_per_s': r.get('bare_img_per_s'), 'peer_key': key,
+               'torch_img_per_s': peer, 'bench': r}
+    if peer:
+        ratio = ours / peer
+        metrics['ratio_vs_torch'] = ratio
+        goal = batch == 256 and dtype == 'mixed16'
+        ok = ratio >= 0.5 if goal else True
+        return ok, '%.1f img/s, PyTorch peer %.1f img/s, ratio %.2f%s' % (
+            ours, peer, ratio, ' (goal >= 0.5)' if goal else ''), metrics
+    return False, '%.1f img/s (bare Chainer %.1f); bench reported no PyTorch peer' % (
+        ours or 0.0, r.get('bare_img_per_s') or 0.0), metrics
+
+
+# ---------------------------------------------------------------- main
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--json', help='write the results here')
+    p.add_argument('--device', type=int, default=0)
+    p.add_argument('--updates', type=int, default=20)
+    p.add_argument('--rtol', type=float, default=1e-5)
+    p.add_argument('--train-iters', type=int, default=30)
+    p.add_argument('--train-batch', type=int, default=32)
+    p.add_argument('--train-classes', type=int, default=4)
+    p.add_argument('--train-per-class', type=int, default=16)
+    p.add_argument('--train-lr', type=float, default=0.05)
+    p.add_argument('--no-train', action='store_true', help='skip the ResNet-50 runs')
+    p.add_argument('--no-bench', action='store_true', help='skip python -m pfn15.bench step')
+    p.add_argument('--bench-iters', type=int, default=5)
+    p.add_argument('--bench-blocks', type=int, default=3)
+    p.add_argument('--bench-timeout', type=int, default=600)
+    p.add_argument('--only', action='append', default=[], metavar='NAME',
+                   help='run only these checks (repeatable)')
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    report = {'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+              'versions': _versions(), 'rtol': args.rtol, 'updates': args.updates, 'checks': []}
+    info, reason = _gpu_or_reason(args.device)
+    if info is None:
+        report.update(status='skipped', reason=reason)
+        print('gpu_check: SKIPPED: %s' % reason)
+        print('  (%s)' % ', '.join('%s %s' % kv for kv in sorted(report['versions'].items())
+                                   if kv[0] != 'platform'))
+        _write(args.json, report)
+        return 0
+    report['gpu'] = info
+    print('gpu_check: %s (%s GiB), CUDA runtime %s, driver %s, cuDNN in Chainer: %s'
+          % (info['gpu'], info['gpu_memory_gib'], info['cuda_runtime'], info['cuda_driver'],
+             info['chainer_cudnn_enabled']))
+    print('  %s' % ', '.join('%s %s' % kv for kv in sorted(report['versions'].items())
+                             if kv[0] != 'platform'))
+
+    checks = [
+        ('rmsprop_warmup', lambda: check_rmsprop_warmup(args)),
+        ('bn_allreduce', lambda: check_bn_allreduce(args)),
+        ('accumulating_updater', lambda: check_accumulating_updater(args)),
+    ]
+    if not args.no_train:
+        checks += [('train_float32', lambda: check_train(args, 'float32')),
+                   ('train_mixed16', lambda: check_train(args, 'mixed16'))]
+    if not args.no_bench:
+        checks += [('bench_b32_float32', lambda: check_bench(args, 32, 'float32')),
+                   ('bench_b32_mixed16', lambda: check_bench(args, 32, 'mixed16')),
+                   ('bench_b256_mixed16', lambda: check_bench(args, 256, 'mixed16'))]
+    if args.only:
+        checks = [c for c in checks if c[0] in args.only]
+
+    for name, fn in checks:
+        t0 = time.perf_counter()
+        try:
+            ok, detail, metrics = fn()
+            status = 'SKIP' if ok is None else ('PASS' if ok else 'FAIL')
+        except Exception as e:
+            status, detail, metrics = 'FAIL', '%s: %s' % (type(e).__name__, e), {
+                'traceback': traceback.format_exc()}
+        entry = {'name': name, 'status': status, 'detail': detail,
+                 'seconds': round(time.perf_counter() - t0, 1), 'metrics': metrics}
+        report['checks'].append(entry)
+        print('  %-22s %-4s %s' % (name, status, detail), flush=True)
+        _write(args.json, report)   # partial results survive a later crash or timeout
+
+    failed = [c['name'] for c in report['checks'] if c['status'] == 'FAIL']
+    report['status'] = 'fail' if failed else 'pass'
+    print()
+    print('  %-22s %-6s %8s  %s' % ('check', 'result', 'seconds', 'detail'))
+    for c in report['checks']:
+        print('  %-22s %-6s %8.1f  %s' % (c['name'], c['status'], c['seconds'], c['detail']))
+    print('gpu_check: %s%s' % (report['status'].upper(),
+                               (' (%s)' % ', '.join(failed)) if failed else ''))
+    _write(args.json, report)
+    return 1 if failed else 0
+
+
+def _write(path, report):
+    if not path:
+        return
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(report, f, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
