@@ -1,0 +1,445 @@
+"""python -m pfn15.bench {step,data,allreduce}: measured against a baseline in the same run.
+
+    python -m pfn15.bench step --arch resnet50 --batch 32 --size 224 --device cpu --json step.json
+    python -m pfn15.bench data --root /data/imagenet --workers 4
+    mpiexec -n 2 python -m pfn15.bench allreduce --bytes 4096,1048576,16777216 --json ar.json
+
+step       images/s of (a) a bare Chainer forward/backward/MomentumSGD loop on one
+           fixed batch and (b) a full pfn15 training iteration (iterator, updater,
+           multi-node optimizer, recipe extensions, reporting) at the same batch,
+           interleaved in blocks (a, b, a, b, ...) in one process; medians; ratio b/a.
+data       decoded + augmented images/s of pfn15's train transform vs a plain PIL
+           decode (pfn15.data.bench).
+allreduce  ChainerMN's gradient all-reduce (comm.multi_node_mean_grad, the call the
+           multi-node optimizer makes) of N bytes vs a raw mpi4py Allreduce of the
+           same buffers; alpha/beta fitted over the sizes, for `pfn15.plan --calibrate`.
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault('MPLBACKEND', 'Agg')
+
+
+def _write_json(path, data):
+    if not path:
+        return
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    with open(path, 'w') as f:
+        json.dump(data, f, indent=1)
+
+
+def _threads():
+    for var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'):
+        v = os.environ.get(var)
+        if v and v.isdigit():
+            return int(v)
+    return os.cpu_count() or 1
+
+
+# ------------------------------------------------------------------ step
+
+def _step_config(args, out_dir, workers=1):
+    from pfn15 import config
+    overrides = [
+        'model.arch=%s' % args.arch,
+        # In-memory data with no decoding: scikit-learn's digits upscaled to
+        # --size (1 channel; the stem convolution is the only difference from RGB).
+        'data.dataset=digits', 'data.image_size=%d' % args.size, 'data.loader_workers=0',
+        'data.val_fraction=0.1',
+        'batch.per_worker=%d' % args.batch, 'batch.global=%d' % (args.batch * workers),
+        'optimizer.name=%s' % args.optimizer,
+        'train.device=%s' % ('cpu' if args.device == 'cpu' else 'gpu'),
+        'train.iterations=1000000000',   # never stop: the benchmark drives the loop
+        'train.eval_every=0',            # no evaluation inside the timed iterations
+        'train.progress_bar=false',
+        'checkpoint.every=0', 'resume=none', 'out=%s' % out_dir,
+    ]
+    return config.load(None, overrides=overrides + list(args.set), check_paths=False)
+
+
+class _TrainerDriver(object):
+    """One iteration of `chainer.training.Trainer.run`'s loop at a time: the
+    updater's update, then every extension whose trigger fires, in priority
+    order, inside the trainer's reporter scope -- what `trainer.run()` does,
+    without its stop condition, so blocks can interleave with the baseline."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        order = sorted(trainer._extensions.keys(),
+                       key=lambda n: trainer._extensions[n].priority, reverse=True)
+        self.extensions = [trainer._extensions[n] for n in order]
+        from chainer.training import trainer as trainer_module
+        trainer._start_at = trainer_module._get_time()
+        for entry in self.extensions:
+            init = getattr(entry.extension, 'initialize', None)
+            if init and not getattr(entry.trigger, 'finished', False):
+                init(trainer)
+
+    def step(self):
+        t = self.trainer
+        t.observation = {}
+        with t.reporter.scope(t.observation):
+            t.updater.update()
+            for entry in self.extensions:
+                if entry.trigger(t):
+                    entry.extension(t)
+
+    def finalize(self):
+        for entry in self.extensions:
+            fin = getattr(entry.extension, 'finalize', None)
+            if fin:
+                fin()
+        self.trainer.updater.finalize()
+
+
+def _bare_loop(cfg, classes, in_channels, batch, device):
+    """(a): the same predictor, chainer.links.Classifier, MomentumSGD with Chainer's
+    WeightDecay hook -- the loop of Chainer's ImageNet example -- on one fixed batch."""
+    import chainer
+    import chainer.links as L
+    from chainer import optimizer_hooks
+    from pfn15 import models
+    model = L.Classifier(models.build(cfg, classes, in_channels))
+    if device >= 0:
+        model.to_gpu(device)
+    opt = chainer.optimizers.MomentumSGD(lr=cfg.base_lr(), momentum=cfg.optimizer.momentum)
+    opt.setup(model)
+    opt.add_hook(optimizer_hooks.WeightDecay(cfg.optimizer.weight_decay))
+    x, t = chainer.dataset.concat_examples(batch, device if device >= 0 else None)
+
+    def step():
+        model.cleargrads()
+        loss = model(x, t)
+        loss.backward()
+        opt.update()
+    return step, model
+
+
+def _sync(device):
+    if device >= 0:
+        import cupy
+        cupy.cuda.Device(device).synchronize()
+
+
+def run_step(args):
+    """Measure (a) and (b); returns the figures as a dict."""
+    from pfn15 import _compat  # noqa: F401
+    import chainer
+    from pfn15 import comm as comm_module
+    from pfn15 import train as train_module
+
+    device = -1 if args.device == 'cpu' else int(args.device)
+    out_dir = tempfile.mkdtemp(prefix='pfn15-bench-step-')
+    cfg = _step_config(args, out_dir)
+    comm = comm_module.create(cfg)
+    if device >= 0:
+        chainer.cuda.get_device_from_id(device).use()
+
+    # (b) the product: build_trainer is what `python -m pfn15.train` runs.
+    if not hasattr(train_module, 'build_trainer'):
+        raise RuntimeError('pfn15.train.build_trainer(cfg, comm) is missing: bench step '
+                           'needs it for the full pfn15 iteration')
+    trainer = train_module.build_trainer(cfg, comm)
+    driver = _TrainerDriver(trainer)
+    dataset = trainer.updater.get_iterator('main').dataset
+    model_b = trainer.updater.get_optimizer('main').target
+    classes = int(model_b.predictor.fc.W.shape[0]) if hasattr(model_b.predictor, 'fc') \
+        else None
+    sample = [dataset[i] for i in range(args.batch)]
+    in_channels = sample[0][0].shape[0]
+    if classes is None:
+        from pfn15.data import digits
+        classes = digits.load(cfg.data)[2]['classes']
+    bare_step, model_a = _bare_loop(cfg, classes, in_channels, sample, device)
+
+    n_params = sum(p.size for p in model_b.params())
+    n_arrays = sum(1 for _ in model_b.params())
+    n_bytes = sum(p.array.nbytes for p in model_b.params())
+
+    for _ in range(max(1, args.warmup)):   # warm up both (allocations, cuDNN autotune)
+        bare_step()
+        driver.step()
+    _sync(device)
+
+    a_rates, b_rates = [], []
+    for _ in range(args.blocks):
+        for fn, rates in ((bare_step, a_rates), (driver.step, b_rates)):
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(args.iters):
+                fn()
+            _sync(device)
+            rates.append(args.batch * args.iters / (time.perf_counter() - t0))
+    driver.finalize()
+
+    result = {
+        'kind': 'step', 'arch': args.arch, 'batch': args.batch, 'size': args.size,
+        'device': args.device, 'iters': args.iters, 'blocks': args.blocks,
+        'optimizer': args.optimizer, 'in_channels': int(in_channels), 'classes': int(classes),
+        'bare_img_per_s': statistics.median(a_rates),
+        'pfn15_img_per_s': statistics.median(b_rates),
+        'bare_blocks_img_per_s': a_rates, 'pfn15_blocks_img_per_s': b_rates,
+        'param_count': int(n_params), 'param_arrays': int(n_arrays), 'param_bytes': int(n_bytes),
+        'cpu_count': os.cpu_count(), 'threads_per_worker': _threads(),
+    }
+    result['ratio'] = result['pfn15_img_per_s'] / result['bare_img_per_s']
+    result['step_s'] = args.batch / result['pfn15_img_per_s']
+    if device >= 0:
+        import cupy
+        pool = cupy.get_default_memory_pool()
+        result['peak_memory_mb'] = pool.total_bytes() / 2 ** 20
+        result['peak_memory_what'] = 'cupy memory pool total bytes (GPU)'
+    else:
+        result['peak_memory_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        result['peak_memory_what'] = 'max resident set size of the process (both loops)'
+    return result
+
+
+def print_step(r):
+    print('bench step: %s, batch %d, %dx%d, device %s, %d blocks x %d iterations (medians)'
+          % (r['arch'], r['batch'], r['size'], r['size'], r['device'], r['blocks'], r['iters']))
+    print('  %-44s %10s' % ('', 'images/s'))
+    print('  %-44s %10.2f' % ('(a) bare Chainer loop, one fixed batch', r['bare_img_per_s']))
+    print('  %-44s %10.2f' % ('(b) full pfn15 iteration (%s)' % r['optimizer'],
+                              r['pfn15_img_per_s']))
+    print('  ratio b/a %.3f (bar on CPU: >= 0.95); peak memory %.0f MB (%s)'
+          % (r['ratio'], r['peak_memory_mb'], r['peak_memory_what']))
+    print('  model: %d parameters in %d arrays (%.1f MB of float32 gradients)'
+          % (r['param_count'], r['param_arrays'], r['param_bytes'] / 1e6))
+
+
+# ------------------------------------------------------------------ data
+
+def run_data(args):
+    try:
+        from pfn15.data import bench as data_bench
+    except ImportError as e:
+        raise RuntimeError('pfn15.data.bench is not available (%s)' % e)
+    root, tmp = args.root, None
+    if not root:
+        from pfn15.data import synthetic
+        tmp = tempfile.mkdtemp(prefix='pfn15-bench-data-')
+        root = tmp
+        synthetic.write_tree(root, args.classes, args.train, args.val, args.image_size, seed=0)
+    result = dict(data_bench.run(root, workers=args.workers, images=args.images,
+                                 crop_size=args.crop_size, seed=0))
+    result.update({'kind': 'data', 'root': args.root or '(synthetic %d classes x %d, %dpx)'
+                   % (args.classes, args.train, args.image_size),
+                   'workers': args.workers, 'images': args.images})
+    if tmp:
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def print_data(r):
+    print('bench data: %s, %d worker(s), %d images' % (r['root'], r['workers'], r['images']))
+    print('  %-40s %10.1f img/s' % ('ours (pfn15 train transform)', r['ours_img_per_s']))
+    print('  %-40s %10.1f img/s' % ('baseline (PIL full decode + crop)', r['baseline_img_per_s']))
+    print('  ratio %.2f (bar: >= 1.3)' % r['ratio'])
+    extra = {k: v for k, v in r.items() if k not in (
+        'kind', 'root', 'workers', 'images', 'ours_img_per_s', 'baseline_img_per_s', 'ratio')}
+    for k, v in sorted(extra.items()):
+        print('  %s: %s' % (k, v))
+
+
+# ------------------------------------------------------------------ allreduce
+
+def _sizes(text):
+    sizes = [int(float(x)) for x in str(text).split(',') if x.strip()]
+    if len(sizes) == 1:   # one size: also a 1/64 and 1/8 of it, to fit alpha and beta
+        n = sizes[0]
+        sizes = sorted({max(4, n // 64), max(4, n // 8), n})
+    if min(sizes) < 4:
+        raise ValueError('--bytes must be >= 4 (one float32)')
+    return sizes
+
+
+class _GradLink(object):
+    """A chainer.Link whose float32 parameters total `nbytes` over `arrays` arrays,
+    gradients set (what a model holds after backward)."""
+
+    @staticmethod
+    def make(nbytes, arrays, xp, seed):
+        import chainer
+        import numpy
+        n = max(1, nbytes // 4)
+        arrays = max(1, min(arrays, n))
+        counts = [n // arrays + (1 if i < n % arrays else 0) for i in range(arrays)]
+        link = chainer.Link()
+        rng = numpy.random.RandomState(seed)
+        with link.init_scope():
+            for i, c in enumerate(counts):
+                p = chainer.Parameter(xp.asarray(rng.randn(c).astype(numpy.float32)))
+                p.grad = xp.asarray(rng.randn(c).astype(numpy.float32))
+                setattr(link, 'p%04d' % i, p)
+        return link
+
+
+def run_allreduce(args):
+    from pfn15 import _compat  # noqa: F401
+    import chainermn
+    import numpy
+    from mpi4py import MPI
+    from pfn15 import plan
+
+    gpu = args.comm in ('pure_nccl', 'flat', 'hierarchical', 'two_dimensional', 'single_node')
+    comm = chainermn.create_communicator(args.comm)
+    xp = numpy
+    if gpu:
+        import chainer
+        import cupy
+        chainer.cuda.get_device_from_id(comm.intra_rank).use()
+        xp = cupy
+    mpi = comm.mpi_comm
+    sizes = _sizes(args.bytes)
+
+    def timed(fn):
+        if gpu:
+            xp.cuda.Device().synchronize()
+        mpi.Barrier()
+        t0 = time.perf_counter()
+        fn()
+        if gpu:
+            xp.cuda.Device().synchronize()
+        dt = time.perf_counter() - t0
+        return mpi.allreduce(dt, op=MPI.MAX)   # the slowest rank sets the pace
+
+    rows = []
+    for n in sizes:
+        link = _GradLink.make(n, args.arrays, xp, seed=comm.rank)
+        grads = [p.grad for p in link.params()]
+        bufs = [xp.array(g) for g in grads]
+
+        def ours():
+            comm.multi_node_mean_grad(link)
+
+        def baseline():
+            # What the naive communicator does per array, written directly:
+            # an in-place MPI Allreduce of the buffer, then divide by the size.
+            for b in bufs:
+                mpi.Allreduce(MPI.IN_PLACE, b, op=MPI.SUM)
+                b /= comm.size
+        for _ in range(args.warmup):
+            ours()
+            baseline()
+        t_ours, t_base = [], []
+        for _ in range(args.repeat):   # interleaved, so noise hits both alike
+            t_ours.append(timed(ours))
+            t_base.append(timed(baseline))
+        actual = sum(int(g.nbytes) for g in grads)
+        rows.append({'bytes': actual, 'ours_s': statistics.median(t_ours),
+                     'baseline_s': statistics.median(t_base)})
+        for r in rows[-1:]:
+            r['ratio'] = r['ours_s'] / r['baseline_s']
+
+    if comm.size < 2:
+        fit = fit_b = {'a_s': None, 'b_s_per_byte': None, 'alpha_s': None,
+                       'beta_s_per_byte': None}
+    else:
+        fit = plan.fit_alpha_beta([r['bytes'] for r in rows], [r['ours_s'] for r in rows],
+                                  comm.size)
+        fit_b = plan.fit_alpha_beta([r['bytes'] for r in rows],
+                                    [r['baseline_s'] for r in rows], comm.size)
+    result = {
+        'kind': 'allreduce', 'comm': args.comm, 'workers': comm.size,
+        'arrays': args.arrays, 'repeat': args.repeat, 'rows': rows,
+        'alpha_s': fit['alpha_s'], 'beta_s_per_byte': fit['beta_s_per_byte'],
+        'a_s': fit['a_s'], 'b_s_per_byte': fit['b_s_per_byte'],
+        'baseline_alpha_s': fit_b['alpha_s'], 'baseline_beta_s_per_byte': fit_b['beta_s_per_byte'],
+        'ratio': statistics.median(r['ratio'] for r in rows),
+        'model': 'ring at `workers` ranks: T(n) = 2(p-1) alpha + 2(p-1)/p n beta per call; '
+                 'one call per parameter array with the naive communicator',
+    }
+    return result if comm.rank == 0 else None
+
+
+def print_allreduce(r):
+    print('bench allreduce: %s communicator, %d ranks, %d array(s) per link, median of %d'
+          % (r['comm'], r['workers'], r['arrays'], r['repeat']))
+    print('  %12s %14s %14s %8s' % ('bytes', 'ChainerMN (s)', 'mpi4py (s)', 'ratio'))
+    for row in r['rows']:
+        print('  %12d %14.6f %14.6f %8.3f' % (row['bytes'], row['ours_s'], row['baseline_s'],
+                                            row['ratio']))
+    if r['alpha_s'] is not None:
+        print('  fit (ring model): alpha %.2f us, beta %.3f ns/B (%.2f GB/s); '
+              'baseline alpha %.2f us, beta %.3f ns/B; median ratio %.3f'
+              % (r['alpha_s'] * 1e6, r['beta_s_per_byte'] * 1e9,
+                 1e-9 / r['beta_s_per_byte'] if r['beta_s_per_byte'] else float('inf'),
+                 r['baseline_alpha_s'] * 1e6, r['baseline_beta_s_per_byte'] * 1e9, r['ratio']))
+    else:
+        print('  one rank: no all-reduce to fit (run under mpiexec -n 2 or more)')
+
+
+# ------------------------------------------------------------------ CLI
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog='python -m pfn15.bench',
+                                description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest='cmd', required=True)
+
+    s = sub.add_parser('step', help='bare Chainer loop vs full pfn15 iteration')
+    s.add_argument('--arch', default='resnet50', choices=('resnet50', 'resnet_small'))
+    s.add_argument('--batch', type=int, default=32)
+    s.add_argument('--size', type=int, default=224)
+    s.add_argument('--device', default='cpu', help="'cpu' or a GPU id")
+    s.add_argument('--iters', type=int, default=5, help='iterations per timed block')
+    s.add_argument('--blocks', type=int, default=5, help='timed blocks of each (a, b, a, b...)')
+    s.add_argument('--warmup', type=int, default=2)
+    s.add_argument('--optimizer', default='momentum_sgd',
+                   choices=('momentum_sgd', 'rmsprop_warmup'),
+                   help="(b)'s optimizer; momentum_sgd matches (a)")
+    s.add_argument('--set', action='append', default=[], metavar='key=value',
+                   help='extra config override for (b) (and the model of (a))')
+    s.add_argument('--json')
+
+    d = sub.add_parser('data', help='our train transform vs plain PIL decode')
+    d.add_argument('--root', help='image tree (train/<class>/*.JPEG); default: synthetic')
+    d.add_argument('--workers', type=int, default=1)
+    d.add_argument('--images', type=int, default=200)
+    d.add_argument('--crop-size', type=int, default=224)
+    d.add_argument('--classes', type=int, default=4, help='synthetic tree: classes')
+    d.add_argument('--train', type=int, default=50, help='synthetic tree: images per class')
+    d.add_argument('--val', type=int, default=2, help='synthetic tree: val images per class')
+    d.add_argument('--image-size', type=int, default=400, help='synthetic tree: pixels')
+    d.add_argument('--json')
+
+    a = sub.add_parser('allreduce', help="ChainerMN's gradient all-reduce vs raw mpi4py")
+    a.add_argument('--bytes', default='4096,65536,1048576,8388608',
+                   help='message size(s) in bytes, comma-separated')
+    a.add_argument('--arrays', type=int, default=1, help='parameter arrays the bytes split into')
+    a.add_argument('--repeat', type=int, default=20)
+    a.add_argument('--warmup', type=int, default=2)
+    a.add_argument('--comm', default='naive',
+                   help="ChainerMN communicator: 'naive' (CPU) or 'pure_nccl' (GPU)")
+    a.add_argument('--json')
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.cmd == 'step':
+        r = run_step(args)
+        print_step(r)
+    elif args.cmd == 'data':
+        r = run_data(args)
+        print_data(r)
+    else:
+        r = run_allreduce(args)
+        if r is None:      # ranks other than 0
+            return 0
+        print_allreduce(r)
+    _write_json(args.json, r)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
