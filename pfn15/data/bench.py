@@ -1,0 +1,149 @@
+"""How fast the train transform decodes and augments, against a plain PIL baseline.
+
+`run(root, ...)` times, in the same processes, on the same files, with the
+same crop boxes and flips (both sides draw from RandomStates seeded alike):
+
+* ours: `TrainTransform.apply` (scaled JPEG decode, one crop+resize call on
+  uint8, one fused float pass);
+* baseline: `Image.open(path).convert('RGB')` at full size, `.crop(box)`,
+  `.resize(...)`, flip, then `(float32(x) - mean) / std` and a transpose --
+  the textbook pipeline, same output shape, dtype and normalization;
+
+and two ablations that say which part pays: ours without scaled decoding,
+and the baseline with our fused normalization. Calls interleave image by
+image, the order rotating so each variant goes first equally often (the
+first call on a file finds colder caches), so a noisy machine slows all
+alike; each image counts with its best time of `repeats` passes.
+`python -m pfn15.bench data` is the CLI around it.
+"""
+import math
+import multiprocessing
+import os
+import time
+
+import numpy
+from PIL import Image
+
+from pfn15.config import DataConfig
+from pfn15.data import imagenet, transforms
+
+# Images/s one GPU consumes in the record runs (RECIPES.md, derived): PFN's
+# 128 k img/s over 1,024 P100, Fujitsu's 1.73 M img/s over 2,048 V100.
+FEED = {'P100 (PFN, 125 img/s)': 125.0, 'V100 (Fujitsu, 845 img/s)': 845.0}
+
+
+class BaselineTransform:
+    """Full-size decode, crop, resize, flip, normalize: plain PIL + NumPy."""
+
+    def __init__(self, data_cfg):
+        self.ours = transforms.TrainTransform(data_cfg)   # for the crop geometry only
+        self.size = data_cfg.crop_size
+        self.mean = numpy.asarray(data_cfg.mean, numpy.float32)
+        self.std = numpy.asarray(data_cfg.std, numpy.float32)
+
+    def apply(self, path, rng, fused_norm=False):
+        with Image.open(path) as f:
+            img = f.convert('RGB')
+        box = self.ours.crop_box(img.size[0], img.size[1], rng)
+        img = img.crop(box).resize((self.size, self.size), Image.BILINEAR)
+        flip = rng.randint(2) == 1
+        if fused_norm:
+            return transforms.to_chw(img, self.ours.mean, self.ours.inv_std, flip)
+        if flip:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        x = (numpy.asarray(img, dtype=numpy.float32) - self.mean) / self.std
+        return x.transpose(2, 0, 1)
+
+
+def sample_files(root, images):
+    """`images` image paths spread evenly over root/train (or root)."""
+    top = os.path.join(root, 'train') if os.path.isdir(os.path.join(root, 'train')) else root
+    found = []
+    for folder, dirs, files in os.walk(top):
+        dirs.sort()
+        found.extend(os.path.join(folder, f) for f in sorted(files)
+                     if f.lower().endswith(imagenet.IMAGE_EXTENSIONS))
+    if not found:
+        raise ValueError('no image files under %s' % top)
+    step = max(1, len(found) // images)
+    return found[::step][:images]
+
+
+VARIANTS = ('ours', 'baseline', 'ours_full_decode', 'baseline_fused_norm')
+
+
+def _measure(files, crop_size, seed, repeats):
+    """Seconds per variant for one pass over `files` (best of `repeats` per image)."""
+    cfg = DataConfig(crop_size=crop_size)
+    ours, base = transforms.TrainTransform(cfg), BaselineTransform(cfg)
+    calls = {
+        'ours': lambda p, rng: ours.apply(p, rng),
+        'baseline': lambda p, rng: base.apply(p, rng),
+        'ours_full_decode': lambda p, rng: ours.apply(p, rng, scaled=False),
+        'baseline_fused_norm': lambda p, rng: base.apply(p, rng, fused_norm=True),
+    }
+    for p in files[:10]:                        # warm-up: imports, caches
+        for fn in calls.values():
+            fn(p, numpy.random.RandomState(0))
+    seconds = {v: numpy.zeros((repeats, len(files))) for v in VARIANTS}
+    diff = []
+    for r in range(repeats):
+        rngs = {v: numpy.random.RandomState(seed + r) for v in VARIANTS}
+        for i, p in enumerate(files):
+            # Rotate the order: the first call on a file pays for cold caches.
+            k = (i + r) % len(VARIANTS)
+            order = VARIANTS[k:] + VARIANTS[:k]
+            out = {}
+            for v in order:
+                t0 = time.perf_counter()
+                out[v] = calls[v](p, rngs[v])
+                seconds[v][r, i] = time.perf_counter() - t0
+            if r == 0:   # same box and flip: how far apart the outputs are, in 0..255 levels
+                diff.append(float(numpy.abs((out['ours'] - out['baseline'])
+                                            / ours.inv_std).mean()))
+    # Each image's best time over the repeats: what a burst of load from other
+    # processes adds is dropped, for both sides alike.
+    return {v: float(t.min(axis=0).sum()) for v, t in seconds.items()}, float(numpy.mean(diff))
+
+
+def _measure_args(args):
+    return _measure(*args)
+
+
+def run(root, workers=1, images=200, crop_size=224, seed=0, repeats=3, feed=None):
+    """Figures of the train transform's speed; see the module docstring.
+
+    `workers` processes measure at once (as a node's decoders would run), each
+    over the same files. Images/s are per worker process.
+    """
+    files = sample_files(root, images)
+    for p in files:                             # page cache warm for both sides
+        with open(p, 'rb') as f:
+            f.read()
+    jobs = [(files, crop_size, seed + 1000 * k, repeats) for k in range(workers)]
+    if workers == 1:
+        results = [_measure(*jobs[0])]
+    else:
+        with multiprocessing.get_context('spawn').Pool(workers) as pool:
+            results = pool.map(_measure_args, jobs)
+    n = len(files)
+    rate = {v: float(numpy.mean([n / s[v] for s, _ in results])) for v in VARIANTS}
+    sizes = []
+    for p in files:
+        with Image.open(p) as im:
+            sizes.append(im.size)
+    ours = rate['ours']
+    return {
+        'root': root, 'images': len(files), 'repeats': repeats, 'workers': workers,
+        'crop_size': crop_size, 'mean_image_size': [round(v) for v in numpy.mean(sizes, 0)],
+        'ours_img_per_s': ours,
+        'baseline_img_per_s': rate['baseline'],
+        'ratio': ours / rate['baseline'],
+        # Ablations: what the scaled decode and the fused normalization each pay.
+        'ours_full_decode_img_per_s': rate['ours_full_decode'],
+        'baseline_fused_norm_img_per_s': rate['baseline_fused_norm'],
+        'node_img_per_s': ours * workers,
+        'mean_abs_diff_vs_baseline': float(numpy.mean([d for _, d in results])),
+        'workers_needed': {name: int(math.ceil(r / ours))
+                           for name, r in (feed or FEED).items()},
+    }

@@ -1,0 +1,212 @@
+"""Bad input: every listing problem is one DataError line naming the file, line or
+key; bad images are skipped and counted (data.bad_images=skip) or fatal (error).
+
+Real files in tmp_path, real PIL, real processes; no mocks.
+"""
+import concurrent.futures
+import multiprocessing
+import os
+import shutil
+
+import numpy
+import pytest
+
+from pfn15.config import DataConfig
+from pfn15.data import DataError, imagenet, synthetic, transforms
+
+
+@pytest.fixture(scope='module')
+def clean(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('clean'))
+    synthetic.write_tree(root, 3, 3, 1, 40, list_files=True)
+    return root
+
+
+@pytest.fixture
+def tree(clean, tmp_path):
+    """A fresh copy of the clean tree, for a test to break."""
+    root = str(tmp_path / 'data')
+    shutil.copytree(clean, root)
+    return root
+
+
+def load_error(root, **kw):
+    with pytest.raises(DataError) as e:
+        imagenet.load(DataConfig(root=root, **kw))
+    msg = str(e.value)
+    assert '\n' not in msg, msg          # one readable line
+    return msg
+
+
+def lists(**kw):
+    return dict(train_list='train.txt', val_list='val.txt', **kw)
+
+
+def write(path, text):
+    with open(path, 'w') as f:
+        f.write(text)
+
+
+# ---------------------------------------------------------------- roots and folders
+
+def test_missing_root(tmp_path):
+    missing = str(tmp_path / 'nope')
+    assert missing in load_error(missing)
+    assert 'data.root' in load_error('')
+
+
+def test_root_that_is_a_file(tmp_path):
+    path = tmp_path / 'file'
+    path.write_text('x')
+    assert str(path) in load_error(str(path))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root reads any directory')
+def test_unreadable_root(tree):
+    os.chmod(tree, 0)
+    try:
+        assert 'not readable' in load_error(tree)
+    finally:
+        os.chmod(tree, 0o755)
+
+
+def test_missing_train_folder(tree):
+    shutil.rmtree(os.path.join(tree, 'train'))
+    assert os.path.join(tree, 'train') in load_error(tree)
+
+
+@pytest.mark.parametrize('split', ['train', 'val'])
+def test_empty_class_folder(tree, split):
+    name = sorted(os.listdir(os.path.join(tree, split)))[1]
+    folder = os.path.join(tree, split, name)
+    for f in os.listdir(folder):
+        os.remove(os.path.join(folder, f))
+    write(os.path.join(folder, 'README'), 'not an image')
+    msg = load_error(tree)
+    assert folder in msg and 'empty' in msg
+
+
+def test_val_class_not_in_train(tree):
+    os.makedirs(os.path.join(tree, 'val', 'zzz-stray'))
+    assert 'zzz-stray' in load_error(tree)
+
+
+def test_more_classes_than_present(tree):
+    msg = load_error(tree, classes=4)
+    assert 'data.classes=4' in msg and 'only 3' in msg
+    msg = load_error(tree, classes=5, **lists())
+    assert 'data.classes=5' in msg and 'only 3' in msg
+
+
+# ---------------------------------------------------------------- list files
+
+def _edit_line(path, n, text):
+    lines = open(path).read().split('\n')
+    lines[n - 1] = text
+    write(path, '\n'.join(lines))
+
+
+def test_missing_file_named_in_list(tree):
+    lst = os.path.join(tree, 'train.txt')
+    _edit_line(lst, 2, 'train/gone/missing.JPEG 0')
+    msg = load_error(tree, **lists())
+    assert '%s:2' % lst in msg and 'missing.JPEG' in msg and 'does not exist' in msg
+
+
+@pytest.mark.parametrize('line, words', [
+    ('justonefield', ['malformed']),
+    ('train/a.JPEG zero', ['malformed', "'zero'"]),
+])
+def test_malformed_list_line(tree, line, words):
+    lst = os.path.join(tree, 'val.txt')
+    _edit_line(lst, 3, line)
+    msg = load_error(tree, **lists())
+    assert '%s:3' % lst in msg
+    for w in words:
+        assert w in msg
+
+
+def test_label_out_of_range(tree):
+    train, val = os.path.join(tree, 'train.txt'), os.path.join(tree, 'val.txt')
+    first = open(val).read().split('\n')[0].rsplit(' ', 1)[0]
+    _edit_line(val, 1, first + ' 3')                 # 3 classes: labels 0..2
+    msg = load_error(tree, **lists())
+    assert '%s:1' % val in msg and 'out of range' in msg
+
+    # The training list is checked first, so its errors show with val.txt still broken.
+    first = open(train).read().split('\n')[0].rsplit(' ', 1)[0]
+    _edit_line(train, 1, first + ' -1')
+    msg = load_error(tree, **lists())
+    assert '%s:1' % train in msg and 'out of range' in msg
+
+    # A typo'd huge label would leave classes without images.
+    _edit_line(train, 1, first + ' 999')
+    msg = load_error(tree, **lists())
+    assert '%s:1' % train in msg and 'label 999' in msg
+
+
+def test_unreadable_or_incomplete_lists(tree):
+    assert 'data.val_list' in load_error(tree, train_list='train.txt')
+    assert os.path.join(tree, 'nope.txt') in load_error(tree, **dict(lists(), val_list='nope.txt'))
+    write(os.path.join(tree, 'empty.txt'), '\n')
+    assert 'no entries' in load_error(tree, **dict(lists(), val_list='empty.txt'))
+
+
+# ---------------------------------------------------------------- bad images
+
+@pytest.fixture
+def bad_files(tmp_path, clean):
+    good = os.path.join(clean, 'train', sorted(os.listdir(os.path.join(clean, 'train')))[0])
+    good = os.path.join(good, sorted(os.listdir(good))[0])
+    data = open(good, 'rb').read()
+    files = {
+        'truncated': data[:len(data) // 2],
+        'corrupt': b'\xff\xd8\xff\xe0' + os.urandom(2000),   # JPEG magic, garbage after
+        'empty': b'',
+        'text': b'this is not an image\n',
+    }
+    paths = {}
+    for name, content in files.items():
+        paths[name] = str(tmp_path / (name + '.JPEG'))
+        with open(paths[name], 'wb') as f:
+            f.write(content)
+    paths['missing'] = str(tmp_path / 'deleted-after-listing.JPEG')
+    return paths
+
+
+def _cfg(mode):
+    return DataConfig(crop_size=24, val_resize=32, bad_images=mode)
+
+
+def test_bad_images_are_skipped_and_counted(bad_files, capfd):
+    before = transforms.bad_image_count()
+    for make in (transforms.train_transform, transforms.val_transform):
+        t = make(_cfg('skip'))
+        for path in bad_files.values():
+            x, y = t((path, 7))
+            assert x.shape == (3, 24, 24) and x.dtype == numpy.float32
+            assert not x.any() and y == 7 and isinstance(y, numpy.int32)
+    assert transforms.bad_image_count() == before + 2 * len(bad_files)
+    err = capfd.readouterr().err
+    for path in bad_files.values():     # one warning per file, not per use
+        assert len([line for line in err.splitlines() if path in line]) == 1
+
+
+def test_bad_images_in_a_worker_process_are_counted_here(bad_files):
+    # MultiprocessIterator decodes in forkserver workers: their skips must
+    # reach the training process's count.
+    t = transforms.train_transform(_cfg('skip'))
+    before = transforms.bad_image_count()
+    ctx = multiprocessing.get_context('spawn')
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        outs = list(pool.map(t, [(bad_files['truncated'], 1), (bad_files['corrupt'], 2)]))
+    assert [int(y) for _, y in outs] == [1, 2]
+    assert transforms.bad_image_count() == before + 2
+
+
+@pytest.mark.parametrize('kind', ['truncated', 'corrupt', 'empty', 'missing'])
+def test_bad_images_error_mode(bad_files, kind):
+    for make in (transforms.train_transform, transforms.val_transform):
+        with pytest.raises(DataError) as e:
+            make(_cfg('error'))((bad_files[kind], 0))
+        assert bad_files[kind] in str(e.value) and 'data.bad_images' in str(e.value)
