@@ -75,12 +75,18 @@ class BatchConfig:
     # global / per_worker, each worker accumulates gradients over microbatches.
     global_: int = field(default=256, metadata={'min': 1, 'name': 'global'})
     per_worker: int = field(default=32, metadata={'min': 1})
+    # Batch-size control (Mikami et al.): [[epoch, global_batch], ...], epochs
+    # increasing from 0; from each epoch on, updates use that global batch
+    # (more microbatches per worker). Empty: batch.global throughout. The
+    # first entry must be [0, batch.global]. The learning rate follows the
+    # current batch (lr_per_256 x batch / 256).
+    schedule: List[List[float]] = field(default_factory=list)
 
 
 @dataclass
 class OptimizerConfig:
     name: str = field(default='rmsprop_warmup',
-                      metadata=_choices('rmsprop_warmup', 'momentum_sgd'))
+                      metadata=_choices('rmsprop_warmup', 'momentum_sgd', 'lars'))
     momentum: float = field(default=0.9, metadata={'min': 0.0, 'max': 1.0})  # mu1
     weight_decay: float = field(default=1e-4, metadata={'min': 0.0})
     # RMSprop warm-up (Akiba et al.): see pfn15/optimizers/rmsprop_warmup.py.
@@ -90,16 +96,25 @@ class OptimizerConfig:
     # Apply weight decay to BN gamma/beta and biases too (Goyal et al. do).
     decay_bn_and_bias: bool = True
     label_smoothing: float = field(default=0.0, metadata={'min': 0.0, 'max': 1.0})
+    # LARS (You et al.): local rate = lars_trust x ||w|| / (||g|| + wd x ||w|| + lars_eps),
+    # weight decay inside the rule; see pfn15/optimizers/lars.py.
+    lars_trust: float = field(default=0.001, metadata={'min': 0.0})
+    lars_eps: float = field(default=0.0, metadata={'min': 0.0})
+    # BN gamma/beta and biases: plain momentum SGD (local rate 1) instead of LARS.
+    lars_skip_bn_and_bias: bool = True
 
 
 @dataclass
 class ScheduleConfig:
-    lr: str = field(default='slow_start', metadata=_choices('slow_start', 'step', 'constant'))
+    lr: str = field(default='slow_start',
+                    metadata=_choices('slow_start', 'step', 'constant', 'poly'))
     # base learning rate = lr_per_256 x global batch / 256 (linear scaling rule).
     lr_per_256: float = field(default=0.1, metadata={'min': 0.0})
     # slow_start / step: rate = base x factors[i] between boundaries (epochs).
     boundaries: List[float] = field(default_factory=lambda: [40.0, 70.0, 85.0])
     factors: List[float] = field(default_factory=lambda: [0.5, 0.075, 0.01, 0.001])
+    # poly: rate = base x (1 - epoch / train.epochs)^power (You et al.: power 2).
+    power: float = field(default=2.0, metadata={'min': 0.0})
     # Linear warm-up from warmup_start_lr to the scheduled rate (Goyal et al.).
     warmup_epochs: float = field(default=0.0, metadata={'min': 0.0})
     warmup_start_lr: float = field(default=0.1, metadata={'min': 0.0})
@@ -337,6 +352,7 @@ def validate(cfg, workers=None, check_paths=True):
         raise ConfigError('batch.global', 'global batch %d does not divide into %d workers '
                           'x batch.per_worker=%d x whole microbatches'
                           % (b.global_, workers, b.per_worker))
+    _validate_batch_schedule(b, workers)
     s = cfg.schedule
     if s.lr in ('slow_start', 'step'):
         if len(s.factors) != len(s.boundaries) + 1:
@@ -370,6 +386,33 @@ def validate(cfg, workers=None, check_paths=True):
                     raise ConfigError('data.root', '%s has no %s/ folder (expected %s/<class>/'
                                       '*.JPEG, or set data.train_list and data.val_list)'
                                       % (d.root, sub, sub))
+
+
+def _validate_batch_schedule(b, workers):
+    if not b.schedule:
+        return
+    unit = b.per_worker * (workers or 1)
+    last = None
+    for i, pair in enumerate(b.schedule):
+        key = 'batch.schedule[%d]' % i
+        if len(pair) != 2:
+            raise ConfigError(key, 'expected [epoch, global_batch], got %r' % (pair,))
+        epoch, size = pair
+        if epoch < 0 or (last is not None and epoch <= last):
+            raise ConfigError(key, 'epochs must start at 0 and increase, got %r' % (epoch,))
+        if i == 0 and epoch != 0:
+            raise ConfigError(key, 'the first entry must start at epoch 0, got %r' % (epoch,))
+        if size < 1 or size != int(size):
+            raise ConfigError(key, 'the global batch must be a whole number >= 1, got %r'
+                              % (size,))
+        if int(size) % unit:
+            raise ConfigError(key, 'global batch %d is not a multiple of %sbatch.per_worker=%d'
+                              % (size, '%d workers x ' % workers if workers else '',
+                                 b.per_worker))
+        last = epoch
+    if int(b.schedule[0][1]) != b.global_:
+        raise ConfigError('batch.global', 'must equal the first batch.schedule size (%d), the '
+                          'batch the run starts with; got %d' % (b.schedule[0][1], b.global_))
 
 
 def _under(root, p):

@@ -20,8 +20,6 @@ import time
 
 os.environ.setdefault('MPLBACKEND', 'Agg')   # PlotReport on nodes without a display
 
-from mpi4py import MPI  # noqa: E402
-
 from pfn15 import config as config_module  # noqa: E402
 
 
@@ -42,26 +40,41 @@ def fail(rank, status, message):
     sys.exit(status)
 
 
-def load_config(args, world):
-    """Validate everything before any heavy work; errors exit 2 from every rank."""
+def launcher_rank():
+    """This process's rank as the MPI launcher tells it, before MPI is initialized."""
+    for var in ('PMI_RANK', 'OMPI_COMM_WORLD_RANK', 'PMIX_RANK', 'MV2_COMM_WORLD_RANK',
+                'SLURM_PROCID'):
+        if os.environ.get(var, '').isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def load_config(args):
+    """Parse and validate the config before MPI starts (every rank reaches the same verdict)."""
     try:
-        cfg = config_module.load(args.config, args.overrides, workers=world.size)
+        return config_module.load(args.config, args.overrides)
+    except config_module.ConfigError as e:
+        fail(launcher_rank(), 2, str(e))
+
+
+def check_world(cfg, world):
+    """The checks that need the world: the batch over its size, the output directory."""
+    error = None
+    try:
+        config_module.validate(cfg, workers=world.size, check_paths=False)
         if world.rank == 0:
             config_module.check_output_dir(cfg.out)
-        error = None
     except config_module.ConfigError as e:
-        cfg, error = None, str(e)
+        error = str(e)
     # Rank 0 alone probes the output directory; everyone hears its verdict.
-    errors = world.allgather(error)
-    first = next((e for e in errors if e), None)
+    first = next((e for e in world.allgather(error) if e), None)
     if first:
         fail(world.rank, 2, first)
-    return cfg
 
 
 def use_forkserver():
     """ChainerMN guidance: forking after InfiniBand is initialized crashes, so decoding
-    processes come from a forkserver started *before* the communicator exists."""
+    processes come from a forkserver started *before* MPI is initialized."""
     multiprocessing.set_start_method('forkserver', force=True)
     p = multiprocessing.Process()
     p.start()
@@ -131,13 +144,13 @@ def build(cfg, comm):
 
     microbatches = cfg.microbatches(comm.size)
     updater = AccumulatingUpdater(train_iter, optimizer, microbatches, device=device)
-    epochs = X.GlobalEpochs(cfg.batch.global_, meta['train_size'])
+    epochs = X.GlobalEpochs(cfg.batch.global_, meta['train_size'], cfg.batch.schedule)
     stop = X.StopTrigger(cfg.train.epochs, cfg.train.iterations, epochs)
     trainer = training.Trainer(updater, stop, out=cfg.out)
 
     # The recipe: schedule every iteration; before each evaluation, BN
     # statistics of the last minibatch averaged over workers.
-    trainer.extend(X.ScheduleDriver(cfg, epochs))
+    trainer.extend(X.ScheduleDriver(cfg, epochs, comm.size))
     eval_trigger = X.EpochTrigger(cfg.train.eval_every, epochs, stop)
     if not cfg.bn.moving_average:
         trainer.extend(X.AllreduceBNStatistics(predictor, comm, eval_trigger))
@@ -148,12 +161,15 @@ def build(cfg, comm):
 
     checkpointer = checkpoint.Checkpointer(cfg.out, comm, keep=cfg.checkpoint.keep,
                                            random_states=[shuffle_rng])
-    trainer.extend(checkpoint.CheckpointExtension(checkpointer, cfg.checkpoint.every))
+    trainer.extend(checkpoint.CheckpointExtension(checkpointer, cfg.checkpoint.every, stop))
     trainer.extend(X.PreemptionHandler(comm, checkpointer))
 
+    log_trigger = X.EpochTrigger(1, epochs, stop)
+    if cfg.data.dataset == 'imagenet':
+        trainer.extend(X.BadImageCount(comm, log_trigger))
     log_report = None
     if comm.rank == 0:   # reporting on rank 0 only
-        log_report = E.LogReport(trigger=X.EpochTrigger(1, epochs, stop))
+        log_report = E.LogReport(trigger=log_trigger)
         trainer.extend(log_report)
         trainer.extend(E.PrintReport(
             ['epoch', 'iteration', 'main/loss', 'main/accuracy', 'validation/main/loss',
@@ -209,19 +225,24 @@ def summarize(cfg, comm, run, wall_seconds, resumed_from):
 def main(argv=None):
     start = time.time()
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    world = MPI.COMM_WORLD
-    cfg = load_config(args, world)
-
+    cfg = load_config(args)
     if cfg.data.dataset == 'imagenet' and cfg.data.loader_workers > 0:
-        use_forkserver()   # before the communicator
+        use_forkserver()   # before MPI starts
+    # Not imported at the top: the forkserver imports this module, and must
+    # not initialize MPI.
+    from mpi4py import MPI
+    check_world(cfg, MPI.COMM_WORLD)
+
     import chainermn
     from pfn15 import comm as comm_module
     from pfn15.data import DataError
     from pfn15.training import extensions as X
-    comm = comm_module.create(cfg)
     # Any other uncaught exception on any rank: print it once, MPI_Abort the
-    # job -- never leave 1,023 ranks waiting in an all-reduce.
-    chainermn.global_except_hook.add_hook()
+    # job -- never leave 1,023 ranks waiting in an all-reduce. (ChainerMN has
+    # already added the hook at import if CHAINERMN_FORCE_ABORT_ON_EXCEPTION is set.)
+    if not os.environ.get('CHAINERMN_FORCE_ABORT_ON_EXCEPTION'):
+        chainermn.global_except_hook.add_hook()
+    comm = comm_module.create(cfg)
 
     try:
         run = build(cfg, comm)
@@ -243,7 +264,9 @@ def main(argv=None):
                  run.microbatches, run.meta['train_size'], run.meta['classes']), flush=True)
 
     try:
-        run.trainer.run()
+        # Expected stops (preemption, NaN) print one line below; anything else is
+        # printed by the except hook before MPI_Abort.
+        run.trainer.run(show_loop_exception_msg=False)
     except X.Preempted as e:
         if comm.rank == 0:
             print('pfn15: preempted: %s; rerun with resume=auto to continue' % e, flush=True)
@@ -253,7 +276,6 @@ def main(argv=None):
         fail(comm.rank, 3, '%s. The last good checkpoint (%s) is kept.'
              % (e, 'iteration %d' % saved if saved is not None else 'none written yet'))
 
-    run.checkpointer.save(run.trainer)   # the final state, for later evaluation or fine-tuning
     if comm.rank == 0:
         summary = summarize(cfg, comm, run, time.time() - start, resumed_from)
         X.write_summary(os.path.join(cfg.out, 'summary.json'), summary)

@@ -130,14 +130,20 @@ class Checkpointer(object):
 
 class CheckpointExtension(extension.Extension):
 
-    """Trainer extension: save every `every` iterations (0: only at the end)."""
+    """Trainer extension: save every `every` iterations (0: never in between) and
+    at the last one -- from inside the loop, while the iterators still run."""
 
     name = 'checkpoint'
     priority = extension.PRIORITY_READER - 50   # after this iteration's writers and readers
 
-    def __init__(self, checkpointer, every):
+    def __init__(self, checkpointer, every, stop_trigger):
         self.checkpointer = checkpointer
-        self.trigger = (every, 'iteration') if every > 0 else (10 ** 12, 'iteration')
+        self.every = every
+        self.stop_trigger = stop_trigger
+
+    def trigger(self, trainer):
+        it = trainer.updater.iteration
+        return (self.every > 0 and it % self.every == 0) or self.stop_trigger(trainer)
 
     def __call__(self, trainer):
         self.checkpointer.save(trainer)

@@ -25,30 +25,49 @@ class ScheduleDriver(extension.Extension):
     and for every worker count (an accumulating run of the 32k config on 8
     workers sees the same epochs as the 1,024-worker run).
     It reports the values used by the iteration that just ran as `lr` and
-    `alpha_sgd`.
+    `alpha_sgd` (and `global_batch` under batch-size control).
+
+    Batch-size control (batch.schedule): before each update it sets the
+    updater's microbatches k = batch / (per_worker x workers) for the batch
+    the schedule asks for, and the linear-scaling base rate follows that
+    batch (lr_per_256 x batch / 256); `global_epochs` counts the samples
+    actually seen.
     """
 
     trigger = 1, 'iteration'
     priority = extension.PRIORITY_WRITER + 2   # report before LogReport reads
 
-    def __init__(self, cfg, global_epochs):
+    def __init__(self, cfg, global_epochs, workers=1):
         self.schedule = cfg.schedule
-        self.base_lr = cfg.base_lr()
+        self.lr_per_256 = cfg.schedule.lr_per_256
+        self.total_epochs = cfg.train.epochs     # for schedule.lr 'poly'
         self.epochs = global_epochs
+        self.per_update = cfg.batch.per_worker * workers   # samples of one microbatch round
+        self.batch_control = bool(cfg.batch.schedule)
 
     def initialize(self, trainer):
         self._set(trainer.updater.get_optimizer('main'), trainer.updater.iteration)
+        self._set_batch(trainer.updater)
 
     def __call__(self, trainer):
         optimizer = trainer.updater.get_optimizer('main')
         trainer.observation['lr'] = optimizer.lr
         if hasattr(optimizer, 'alpha_sgd'):   # the multi-node wrapper forwards attributes
             trainer.observation['alpha_sgd'] = optimizer.alpha_sgd
+        if self.batch_control:
+            trainer.observation['global_batch'] = \
+                trainer.updater.microbatches * self.per_update
         self._set(optimizer, trainer.updater.iteration)
+        self._set_batch(trainer.updater)
+
+    def _set_batch(self, updater):
+        if self.batch_control:
+            updater.microbatches = self.epochs.batch(updater.iteration) // self.per_update
 
     def _set(self, optimizer, iteration):
         e = self.epochs.at(iteration)
-        optimizer.lr = schedules.learning_rate(e, self.schedule, self.base_lr)
+        base_lr = self.lr_per_256 * self.epochs.batch(iteration) / 256.0
+        optimizer.lr = schedules.learning_rate(e, self.schedule, base_lr, self.total_epochs)
         if hasattr(optimizer, 'alpha_sgd'):
             optimizer.alpha_sgd = schedules.alpha_sgd(
                 e, self.schedule.alpha_center, self.schedule.alpha_period)
@@ -81,17 +100,31 @@ class GlobalEpochs(object):
     every sample to exactly one rank), so each rank's own iterator counts
     epochs slightly differently. Everything that must happen on all ranks
     at once (evaluation, stopping) counts with this instead.
+    With a batch schedule (batch-size control) the global batch changes
+    between updates, and epochs are the sum over its phases
+    (pfn15.schedules.batch_epoch_at).
     """
 
-    def __init__(self, global_batch, train_size):
+    def __init__(self, global_batch, train_size, batch_schedule=()):
         self.global_batch = global_batch
         self.train_size = train_size
+        self.batch_schedule = [tuple(p) for p in batch_schedule]
 
     def at(self, iteration):
+        if self.batch_schedule:
+            return schedules.batch_epoch_at(iteration, self.train_size, self.batch_schedule)
         return iteration * self.global_batch / self.train_size
+
+    def batch(self, iteration):
+        """The global batch of the update after `iteration` done updates."""
+        if self.batch_schedule:
+            return schedules.batch_at_iteration(iteration, self.train_size, self.batch_schedule)
+        return self.global_batch
 
     def iterations_for(self, epochs):
         """The first iteration at which `epochs` epochs are complete."""
+        if self.batch_schedule:
+            return schedules.batch_iterations_for(epochs, self.train_size, self.batch_schedule)
         return int(math.ceil(epochs * self.train_size / self.global_batch - 1e-9))
 
 
@@ -149,6 +182,25 @@ class Throughput(extension.Extension):
         if self._last is not None:
             trainer.observation['images/s'] = self.global_batch / max(now - self._last, 1e-9)
         self._last = now
+
+
+class BadImageCount(extension.Extension):
+
+    """Reports `bad_images`: corrupt images skipped so far, summed over all ranks.
+
+    A collective, so it runs on every rank with a global trigger (the log's).
+    """
+
+    priority = extension.PRIORITY_WRITER + 2
+
+    def __init__(self, comm, trigger):
+        self.comm = comm
+        self.trigger = trigger
+
+    def __call__(self, trainer):
+        from pfn15.data import transforms
+        mine = numpy.array([transforms.bad_image_count()], numpy.float64)
+        trainer.observation['bad_images'] = float(self.comm.allreduce(mine)[0])
 
 
 class NonFiniteError(RuntimeError):
