@@ -157,7 +157,7 @@ def build(cfg, comm):
     evaluator = E.Evaluator(val_iter, model, device=device)
     trainer.extend(chainermn.create_multi_node_evaluator(evaluator, comm),
                    trigger=eval_trigger, name='validation')
-    trainer.extend(X.Throughput(cfg.batch.global_))
+    trainer.extend(X.Throughput(epochs))
 
     checkpointer = checkpoint.Checkpointer(cfg.out, comm, keep=cfg.checkpoint.keep,
                                            random_states=[shuffle_rng])
@@ -199,7 +199,7 @@ def summarize(cfg, comm, run, wall_seconds, resumed_from):
         if 'validation/main/accuracy' in entry:
             last_val = entry
     last = run.log_report.log[-1] if run.log_report and run.log_report.log else {}
-    images = updater.iteration * cfg.batch.global_
+    images = run.epochs.at(updater.iteration) * run.meta['train_size']   # samples seen
     summary = {
         'name': cfg.name,
         'workers': comm.size,

@@ -168,19 +168,21 @@ class EpochTrigger(object):
 
 class Throughput(extension.Extension):
 
-    """Reports `images/s`: global images per second of wall time between iterations."""
+    """Reports `images/s`: global images per second of wall time between iterations
+    (the batch of the iteration that just ran, which grows under batch-size control)."""
 
     trigger = 1, 'iteration'
     priority = extension.PRIORITY_WRITER + 2
 
-    def __init__(self, global_batch):
-        self.global_batch = global_batch
+    def __init__(self, global_epochs):
+        self.epochs = global_epochs
         self._last = None
 
     def __call__(self, trainer):
         now = time.perf_counter()
         if self._last is not None:
-            trainer.observation['images/s'] = self.global_batch / max(now - self._last, 1e-9)
+            batch = self.epochs.batch(trainer.updater.iteration - 1)
+            trainer.observation['images/s'] = batch / max(now - self._last, 1e-9)
         self._last = now
 
 
