@@ -130,7 +130,6 @@ def _sync(device):
 
 def run_step(args):
     """Measure (a) and (b); returns the figures as a dict."""
-    from pfn15 import _compat  # noqa: F401
     import chainer
     from pfn15 import comm as comm_module
     from pfn15 import train as train_module
@@ -284,7 +283,6 @@ class _GradLink(object):
 
 
 def run_allreduce(args):
-    from pfn15 import _compat  # noqa: F401
     import chainermn
     import numpy
     from mpi4py import MPI

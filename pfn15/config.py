@@ -13,7 +13,7 @@ import os
 import re
 import typing
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List
 
 import yaml
 

@@ -199,14 +199,15 @@ def summarize(cfg, comm, run, wall_seconds, resumed_from):
         if 'validation/main/accuracy' in entry:
             last_val = entry
     last = run.log_report.log[-1] if run.log_report and run.log_report.log else {}
-    images = run.epochs.at(updater.iteration) * run.meta['train_size']   # samples seen
+    epochs = run.epochs.at(updater.iteration)
+    images = epochs * run.meta['train_size']   # samples seen (the batch may have grown)
     summary = {
         'name': cfg.name,
         'workers': comm.size,
         'global_batch': cfg.batch.global_,
         'per_worker_batch': cfg.batch.per_worker,
         'microbatches': run.microbatches,
-        'epochs': run.epochs.at(updater.iteration),
+        'epochs': epochs,
         'iterations': updater.iteration,
         'val_top1': last_val.get('validation/main/accuracy'),
         'val_loss': last_val.get('validation/main/loss'),

@@ -36,9 +36,8 @@ class Checkpointer(object):
         self.random_states = list(random_states)
         self.last_saved = None
 
-    def _path(self, iteration, rank=None):
-        rank = self.comm.rank if rank is None else rank
-        return os.path.join(self.root, 'iter_%08d' % iteration, 'rank_%d.npz' % rank)
+    def _path(self, iteration):
+        return os.path.join(self.root, 'iter_%08d' % iteration, 'rank_%d.npz' % self.comm.rank)
 
     # ------------------------------------------------------------ saving
     def save(self, trainer):

@@ -10,7 +10,6 @@ import numpy
 
 import chainer
 from chainer.training import extension
-from chainer.training import triggers
 
 from pfn15 import bn
 from pfn15 import schedules
