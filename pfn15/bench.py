@@ -8,6 +8,8 @@ step       images/s of (a) a bare Chainer forward/backward/MomentumSGD loop on o
            fixed batch and (b) a full pfn15 training iteration (iterator, updater,
            multi-node optimizer, recipe extensions, reporting) at the same batch,
            interleaved in blocks (a, b, a, b, ...) in one process; medians; ratio b/a.
+           On a GPU (or with --peer torch) also a PyTorch ResNet-50 peer
+           (channels-last, AMP when (b) runs mixed16) and the ratio (b)/peer.
 data       decoded + augmented images/s of pfn15's train transform vs a plain PIL
            decode (pfn15.data.bench).
 allreduce  ChainerMN's gradient all-reduce (comm.multi_node_mean_grad, the call the
@@ -128,9 +130,32 @@ def _sync(device):
         cupy.cuda.Device(device).synchronize()
 
 
+def _run_peer(args, cfg, device, classes, in_channels):
+    """The PyTorch ResNet-50 peer (pfn15.bench_torch) on the same device and batch,
+    with mixed precision when (b) runs mixed16; None when not asked for."""
+    from pfn15 import bench_torch
+    if args.peer == 'none' or (args.peer == 'auto' and device < 0):
+        return None
+    if args.arch != 'resnet50':
+        return {'status': 'skipped', 'reason': 'the peer is a ResNet-50; --arch is %s'
+                % args.arch}
+    if args.peer == 'auto' and not bench_torch.available()[0]:
+        return {'status': 'skipped', 'reason': bench_torch.available()[1]}
+    if device >= 0:   # hand CuPy's cached blocks back before PyTorch allocates
+        import cupy
+        cupy.get_default_memory_pool().free_all_blocks()
+    return bench_torch.run_peer(
+        args.batch, args.size, device if device >= 0 else 'cpu', args.iters, args.blocks,
+        max(1, args.warmup), amp=(cfg.train.dtype == 'mixed16') if device >= 0 else False,
+        channels_last=True, classes=classes, in_channels=in_channels,
+        lr=cfg.base_lr(), momentum=cfg.optimizer.momentum,
+        weight_decay=cfg.optimizer.weight_decay, seed=cfg.seed)
+
+
 def run_step(args):
     """Measure (a) and (b); returns the figures as a dict."""
     import chainer
+    from pfn15 import allocator
     from pfn15 import comm as comm_module
     from pfn15 import train as train_module
 
@@ -177,6 +202,7 @@ def run_step(args):
             _sync(device)
             rates.append(args.batch * args.iters / (time.perf_counter() - t0))
     driver.finalize()
+    peer = _run_peer(args, cfg, device, classes, in_channels)
 
     result = {
         'kind': 'step', 'arch': args.arch, 'batch': args.batch, 'size': args.size,
@@ -187,8 +213,16 @@ def run_step(args):
         'bare_blocks_img_per_s': a_rates, 'pfn15_blocks_img_per_s': b_rates,
         'param_count': int(n_params), 'param_arrays': int(n_arrays), 'param_bytes': int(n_bytes),
         'cpu_count': os.cpu_count(), 'threads_per_worker': _threads(),
+        # Process-wide, so (a) and (b) alike (pfn15/allocator.py; train.keep_freed_memory).
+        'keep_freed_memory': bool(allocator.applied()),
     }
     result['ratio'] = result['pfn15_img_per_s'] / result['bare_img_per_s']
+    if peer is not None:
+        # The peer's dict keeps its own keys (device, peak memory); its rate goes up.
+        result['torch_peer'] = peer
+        result['torch_img_per_s'] = peer.get('torch_img_per_s')
+        if result['torch_img_per_s']:
+            result['ratio_vs_torch'] = result['pfn15_img_per_s'] / result['torch_img_per_s']
     result['step_s'] = args.batch / result['pfn15_img_per_s']
     if device >= 0:
         import cupy
@@ -210,8 +244,15 @@ def print_step(r):
                               r['pfn15_img_per_s']))
     print('  ratio b/a %.3f (bar on CPU: >= 0.95); peak memory %.0f MB (%s)'
           % (r['ratio'], r['peak_memory_mb'], r['peak_memory_what']))
+    if r['device'] == 'cpu':
+        print('  glibc malloc keeps freed memory (train.keep_freed_memory): %s'
+              % ('yes' if r['keep_freed_memory'] else 'no'))
     print('  model: %d parameters in %d arrays (%.1f MB of float32 gradients)'
           % (r['param_count'], r['param_arrays'], r['param_bytes'] / 1e6))
+    if r.get('torch_peer') is not None:
+        from pfn15 import bench_torch
+        print('  ', end='')
+        bench_torch.print_peer(r['torch_peer'], ours=r['pfn15_img_per_s'])
 
 
 # ------------------------------------------------------------------ data
@@ -395,6 +436,9 @@ def parse_args(argv):
     s.add_argument('--optimizer', default='momentum_sgd',
                    choices=('momentum_sgd', 'rmsprop_warmup'),
                    help="(b)'s optimizer; momentum_sgd matches (a)")
+    s.add_argument('--peer', default='auto', choices=('auto', 'torch', 'none'),
+                   help='PyTorch ResNet-50 peer at the same batch (pfn15.bench_torch): '
+                        'auto = on a GPU when torch imports; torch = always; none')
     s.add_argument('--set', action='append', default=[], metavar='key=value',
                    help='extra config override for (b) (and the model of (a))')
     s.add_argument('--json')

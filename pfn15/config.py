@@ -152,6 +152,9 @@ class TrainConfig:
     progress_bar: bool = True
     # Stop on a non-finite loss or gradient (the last good checkpoint is kept).
     check_finite: bool = True
+    # CPU: glibc malloc keeps freed activations for the next step instead of
+    # returning them to the OS (pfn15/allocator.py; ~20% faster ResNet-50 steps).
+    keep_freed_memory: bool = True
 
 
 @dataclass

@@ -96,6 +96,7 @@ def build(cfg, comm):
     import chainermn
     import numpy
 
+    from pfn15 import allocator
     from pfn15 import comm as comm_module
     from pfn15 import data, models, optimizers
     from pfn15.training import checkpoint
@@ -107,6 +108,8 @@ def build(cfg, comm):
     if cfg.train.device == 'gpu':
         device = comm.intra_rank   # one rank per GPU
         chainer.cuda.get_device_from_id(device).use()
+    elif cfg.train.keep_freed_memory:
+        allocator.keep_freed_memory()   # before the model and data allocate
     if cfg.train.dtype == 'mixed16':
         chainer.global_config.dtype = chainer.mixed16
 
