@@ -20,7 +20,7 @@ endif
 VENV312   := .venv312
 BIN312    := $(VENV312)/bin
 
-.PHONY: demo test test-py312 install install-py312 clean
+.PHONY: demo test test-py312 plan-check install install-py312 clean
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,10 @@ $(VENV)/.installed: setup.py constraints.txt
 
 demo: install
 	$(BIN)/mpiexec -n $(RANKS) $(BIN)/python -m pfn15.train configs/demo.yaml
+
+# Calibrate pfn15.plan here, then check it against pfn15.train at 1, 2, 3 ranks (~1 min).
+plan-check: install
+	$(BIN)/python tools/plan_check.py
 
 test: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q tests

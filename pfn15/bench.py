@@ -37,14 +37,6 @@ def _write_json(path, data):
         json.dump(data, f, indent=1)
 
 
-def _threads():
-    for var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'):
-        v = os.environ.get(var)
-        if v and v.isdigit():
-            return int(v)
-    return os.cpu_count() or 1
-
-
 # ------------------------------------------------------------------ step
 
 def _step_config(args, out_dir, workers=1):
@@ -155,7 +147,7 @@ def _run_peer(args, cfg, device, classes, in_channels):
 def run_step(args):
     """Measure (a) and (b); returns the figures as a dict."""
     import chainer
-    from pfn15 import allocator
+    from pfn15 import cpu
     from pfn15 import comm as comm_module
     from pfn15 import train as train_module
 
@@ -212,9 +204,9 @@ def run_step(args):
         'pfn15_img_per_s': statistics.median(b_rates),
         'bare_blocks_img_per_s': a_rates, 'pfn15_blocks_img_per_s': b_rates,
         'param_count': int(n_params), 'param_arrays': int(n_arrays), 'param_bytes': int(n_bytes),
-        'cpu_count': os.cpu_count(), 'threads_per_worker': _threads(),
-        # Process-wide, so (a) and (b) alike (pfn15/allocator.py; train.keep_freed_memory).
-        'keep_freed_memory': bool(allocator.applied()),
+        'cpu_count': os.cpu_count(), 'threads_per_worker': cpu.threads_in_force(),
+        # Process-wide, so (a) and (b) alike (pfn15/cpu.py; train.keep_freed_memory).
+        'keep_freed_memory': bool(cpu.applied()),
     }
     result['ratio'] = result['pfn15_img_per_s'] / result['bare_img_per_s']
     if peer is not None:

@@ -153,8 +153,11 @@ class TrainConfig:
     # Stop on a non-finite loss or gradient (the last good checkpoint is kept).
     check_finite: bool = True
     # CPU: glibc malloc keeps freed activations for the next step instead of
-    # returning them to the OS (pfn15/allocator.py; ~20% faster ResNet-50 steps).
+    # returning them to the OS (pfn15/cpu.py; ~20% faster ResNet-50 steps).
     keep_freed_memory: bool = True
+    # CPU: BLAS threads per rank; 0 = OMP_NUM_THREADS if set, else the node's
+    # cores / its ranks (pfn15/cpu.py).
+    cpu_threads: int = field(default=0, metadata={'min': 0})
 
 
 @dataclass

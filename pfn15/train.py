@@ -15,6 +15,7 @@ data, 3 non-finite loss/gradients; any other error aborts all ranks (MPI_Abort).
 import argparse
 import multiprocessing
 import os
+import statistics
 import sys
 import time
 
@@ -96,7 +97,7 @@ def build(cfg, comm):
     import chainermn
     import numpy
 
-    from pfn15 import allocator
+    from pfn15 import cpu
     from pfn15 import comm as comm_module
     from pfn15 import data, models, optimizers
     from pfn15.training import checkpoint
@@ -108,8 +109,10 @@ def build(cfg, comm):
     if cfg.train.device == 'gpu':
         device = comm.intra_rank   # one rank per GPU
         chainer.cuda.get_device_from_id(device).use()
-    elif cfg.train.keep_freed_memory:
-        allocator.keep_freed_memory()   # before the model and data allocate
+    else:
+        cpu.set_threads(cfg.train.cpu_threads, comm.intra_size)
+        if cfg.train.keep_freed_memory:
+            cpu.keep_freed_memory()   # before the model and data allocate
     if cfg.train.dtype == 'mixed16':
         chainer.global_config.dtype = chainer.mixed16
 
@@ -217,6 +220,10 @@ def summarize(cfg, comm, run, wall_seconds, resumed_from):
         'train_loss': last.get('main/loss'),
         'train_top1': last.get('main/accuracy'),
         'train_images_per_sec': images / updater.update_seconds if updater.update_seconds else None,
+        # Median seconds of one update (all microbatches, the all-reduce), the first
+        # one (allocations, the first all-reduce) left out: what pfn15.plan predicts.
+        'iteration_seconds_median': (statistics.median(updater.update_durations[1:])
+                                     if len(updater.update_durations) > 1 else None),
         'wall_seconds': wall_seconds,
         'resumed_from_iteration': resumed_from,
         'config': cfg.to_dict(),

@@ -189,8 +189,8 @@ def test_calibrate_reads_bench_json(tmp_path, capsys):
     assert it[0] == pytest.approx(0.3)                               # 30 images at 100/s
     # 2 ranks: 15 images each; 10 arrays -> 10 calls of 2(p-1) alpha; 4000 bytes
     assert it[1] == pytest.approx(0.15 + 10 * 2 * 1e-4 + 4000 * 1e-9)
-    # 3 ranks on 2 cores: compute slowed by 3/2
-    assert it[2] == pytest.approx(0.1 * 1.5 + 10 * 4 * 1e-4 + 4 / 3 * 4000 * 1e-9)
+    # 3 ranks on 2 cores: one core runs two ranks, and the step waits for them: x2
+    assert it[2] == pytest.approx(0.1 * 2 + 10 * 4 * 1e-4 + 4 / 3 * 4000 * 1e-9)
     bad = tmp_path / 'bad.json'
     bad.write_text('{"kind": "data"}')
     with pytest.raises(ValueError):

@@ -31,6 +31,7 @@ class AccumulatingUpdater(training.updaters.StandardUpdater):
             raise ValueError('microbatches must be >= 1')
         self.microbatches = microbatches
         self.update_seconds = 0.0   # time spent in updates (for images/s)
+        self.update_durations = []  # this process's updates, seconds each (not checkpointed)
 
     def update_core(self):
         start = time.perf_counter()
@@ -56,7 +57,9 @@ class AccumulatingUpdater(training.updaters.StandardUpdater):
             del loss
         chainer.reporter.report(summary.compute_mean())
         optimizer.update()   # the multi-node optimizer all-reduces, then steps
-        self.update_seconds += time.perf_counter() - start
+        took = time.perf_counter() - start
+        self.update_seconds += took
+        self.update_durations.append(took)
 
     def serialize(self, serializer):
         super().serialize(serializer)

@@ -1,0 +1,98 @@
+"""CPU training: malloc that keeps freed activations, and one BLAS pool per core.
+
+1. glibc's malloc keeps freed activations for the next iteration.
+
+Every CPU training step allocates and frees the same large arrays (activations,
+im2col buffers, gradients). By default glibc serves each block above its mmap
+threshold with a fresh mmap() and gives it back with munmap(), so every
+iteration page-faults its whole working set in again: ~1M minor faults and a
+large share of system time per ResNet-50 step. Serving all blocks from the heap
+and never trimming it lets the next iteration reuse the pages.
+
+Measured (`python -m pfn15.bench step`, ResNet-50, batch 16, 112 px, 2 vCPUs):
+one forward/backward 2.35 s with glibc's defaults, 1.83 s with this setting, at
+the same peak resident memory. It also makes the time of a step independent of
+the accidents of the allocation order (a loop that keeps its last graph alive
+ran 10% faster than one that frees it).
+
+2. BLAS threads: every rank's OpenBLAS starts one thread per core of the node,
+so `mpiexec -n 2` on 2 cores runs 4 threads that spin against each other. pfn15
+gives each rank cores / (ranks on this node) threads (torchrun's rule), unless
+OMP_NUM_THREADS / OPENBLAS_NUM_THREADS / MKL_NUM_THREADS say otherwise. Measured
+(demo model, 2 vCPUs, 3 ranks): 0.23 s per iteration with OpenBLAS's default,
+0.12 s with one thread per rank.
+
+The GPU path needs neither: CuPy has its own memory pool, cuBLAS its own threads.
+"""
+import os
+import ctypes
+import ctypes.util
+
+# mallopt(3) parameters, from glibc's <malloc.h>.
+M_TRIM_THRESHOLD = -1
+M_MMAP_MAX = -4
+
+_applied = None
+
+
+def keep_freed_memory():
+    """Serve every malloc from the heap (no mmap) and never trim it.
+
+    Returns True when applied (glibc), False where mallopt is not available
+    (macOS, musl): those allocators keep their own behaviour. Idempotent.
+    """
+    global _applied
+    if _applied is None:
+        _applied = False
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+            mallopt = libc.mallopt
+        except (OSError, AttributeError):
+            return False
+        mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        # mallopt returns 1 on success.
+        _applied = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1))
+    return _applied
+
+
+def applied():
+    """Whether keep_freed_memory() took effect in this process (None: not called)."""
+    return _applied
+
+
+THREAD_VARS = ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS')
+
+
+def threads_from_environment():
+    """The thread count the user set in the environment, or None."""
+    for var in THREAD_VARS:
+        value = os.environ.get(var, '')
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return None
+
+
+def set_threads(requested, ranks_on_node):
+    """Limit this process's BLAS/OpenMP pools; returns the thread count in force.
+
+    requested > 0: that many. 0 (auto): the environment's setting if any, else
+    the node's cores shared out over its ranks (at least one each).
+    """
+    n = requested or threads_from_environment() or \
+        max(1, (os.cpu_count() or 1) // max(1, ranks_on_node))
+    global _threads
+    try:
+        from threadpoolctl import threadpool_limits   # ships with scikit-learn
+    except ImportError:
+        return None
+    threadpool_limits(limits=n)
+    _threads = n
+    return n
+
+
+_threads = None
+
+
+def threads_in_force():
+    """What set_threads() set, else the environment's setting, else the cores."""
+    return _threads or threads_from_environment() or os.cpu_count() or 1

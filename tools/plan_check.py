@@ -1,0 +1,125 @@
+#!/usr/bin/env python
+"""Does `pfn15.plan`, calibrated on this machine, predict `pfn15.train`? (`make plan-check`)
+
+    python tools/plan_check.py [--workers 1,2,3] [--iterations 40] [--json plan_check.json]
+
+1. `python -m pfn15.bench step` on the demo's model (one rank): images/s of the
+   full pfn15 iteration, gradient bytes and arrays, cores.
+2. `mpiexec -n 2 python -m pfn15.bench allreduce`: alpha and beta of ChainerMN's
+   all-reduce on this machine.
+3. `python -m pfn15.plan --calibrate STEP --calibrate ALLREDUCE --workers 1,2,3`:
+   the predicted iteration time at each rank count (same global batch).
+4. `mpiexec -n K python -m pfn15.train configs/demo.yaml` for each K: the measured
+   median iteration time (summary.json's `iteration_seconds_median`).
+
+Prints predicted vs measured and the ratio; exit 0 when every prediction is
+within --tolerance (20%) of the measurement, 1 otherwise. Everything runs with
+one BLAS thread per rank (OMP_NUM_THREADS=1), so the step benchmark measures
+a worker as the training ranks run it. A few minutes on a 2-core machine.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The demo's model and data (configs/demo.yaml), as bench step overrides.
+MODEL = ['model.arch=resnet_small', 'model.blocks_per_stage=1', 'model.width=16',
+         'data.val_fraction=0.2']
+
+
+def mpiexec():
+    here = os.path.join(os.path.dirname(sys.executable), 'mpiexec')
+    return here if os.path.exists(here) else (shutil.which('mpiexec') or 'mpiexec')
+
+
+def call(cmd, env, log):
+    print('+ ' + ' '.join(cmd), flush=True)
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    with open(log, 'a') as f:
+        f.write('+ %s\n%s%s\n' % (' '.join(cmd), p.stdout, p.stderr))
+    if p.returncode != 0:
+        sys.exit('plan_check: %s exited %d; see %s' % (cmd[:4], p.returncode, log))
+    return p.stdout
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('--workers', default='1,2,3')
+    ap.add_argument('--global-batch', type=int, default=192,
+                    help='a multiple of 32 x each worker count (192 = 6 x 32)')
+    ap.add_argument('--iterations', type=int, default=40, help='training iterations per run')
+    ap.add_argument('--tolerance', type=float, default=0.20)
+    ap.add_argument('--out', help='working directory (default: a temporary one)')
+    ap.add_argument('--json', help='write the table as JSON')
+    args = ap.parse_args(argv)
+    workers = [int(w) for w in args.workers.split(',')]
+    out = args.out or tempfile.mkdtemp(prefix='pfn15-plan-check-')
+    os.makedirs(out, exist_ok=True)
+    log = os.path.join(out, 'log.txt')
+    env = dict(os.environ, OMP_NUM_THREADS='1', OPENBLAS_NUM_THREADS='1', MKL_NUM_THREADS='1',
+               PYTHONUNBUFFERED='1')
+    py = sys.executable
+    sets = [a for kv in MODEL for a in ('--set', kv)]
+
+    step_json = os.path.join(out, 'step.json')
+    call([py, '-m', 'pfn15.bench', 'step', '--arch', 'resnet_small', '--size', '8',
+          '--batch', '32', '--iters', '20', '--blocks', '7', '--json', step_json] + sets,
+         env, log)
+    with open(step_json) as f:
+        step = json.load(f)
+    ar_json = os.path.join(out, 'allreduce.json')
+    call([mpiexec(), '-n', '2', py, '-m', 'pfn15.bench', 'allreduce',
+          '--bytes', '4096,65536,1048576', '--json', ar_json], env, log)
+
+    runs = {}
+    for k in workers:
+        run_dir = os.path.join(out, 'train-%d' % k)
+        call([mpiexec(), '-n', str(k), py, '-m', 'pfn15.train', 'configs/demo.yaml',
+              'out=%s' % run_dir, 'batch.global=%d' % args.global_batch,
+              'train.iterations=%d' % args.iterations, 'train.eval_every=0',
+              'checkpoint.every=0', 'resume=none', 'train.progress_bar=false'], env, log)
+        with open(os.path.join(run_dir, 'summary.json')) as f:
+            runs[k] = json.load(f)
+
+    plan_json = os.path.join(out, 'plan.json')
+    first = runs[workers[0]]   # the training set's size, from the run's own accounting
+    train_images = int(round(first['iterations'] * args.global_batch / first['epochs']))
+    print(call([py, '-m', 'pfn15.plan', '--calibrate', step_json, '--calibrate', ar_json,
+                '--workers', args.workers, '--global-batch', str(args.global_batch),
+                '--batch-per-worker', '32', '--train-images', str(train_images),
+                '--epochs', '1', '--eval-every', '0', '--json', plan_json], env, log))
+    with open(plan_json) as f:
+        predicted = {r['workers']: r for r in json.load(f)['rows']}
+
+    rows, ok = [], True
+    print('ranks  predicted   measured   predicted/measured')
+    for k in workers:
+        p = predicted[k]['iteration_s']
+        m = runs[k]['iteration_seconds_median']
+        ratio = p / m
+        good = abs(ratio - 1) <= args.tolerance
+        ok = ok and good
+        rows.append({'workers': k, 'predicted_s': p, 'measured_s': m, 'ratio': ratio,
+                     'within_tolerance': good})
+        print('%5d  %8.1f ms %8.1f ms   %.3f %s' % (k, p * 1e3, m * 1e3, ratio,
+                                                    '' if good else '  <- off by more than %d%%'
+                                                    % round(args.tolerance * 100)))
+    print('step: %.1f images/s per rank (bench step, %s); all-reduce: alpha %.1f us, '
+          '%.2f GB/s (bench allreduce, 2 ranks); %d cores'
+          % (step['pfn15_img_per_s'], step['arch'], json.load(open(ar_json))['alpha_s'] * 1e6,
+             1e-9 / json.load(open(ar_json))['beta_s_per_byte'], step['cpu_count']))
+    print('plan_check: %s (tolerance %d%%); files in %s'
+          % ('PASS' if ok else 'FAIL', round(args.tolerance * 100), out))
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump({'rows': rows, 'step': step_json, 'allreduce': ar_json, 'ok': ok}, f,
+                      indent=1)
+    return 0 if ok else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
