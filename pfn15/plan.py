@@ -412,12 +412,14 @@ def format_table(rows):
 
 def describe(s):
     return ('%s: %.0f img/s per worker at batch %d, global batch %d, %g epochs; gradients '
-            '%.1f MB (%s, %d arrays%s); %s all-reduce, %d per node, inter %.2f GB/s alpha '
+            '%.1f MB (%s, %d arrays%s); %s all-reduce, %s, inter %.2f GB/s alpha '
             '%.1f us, intra %.2f GB/s alpha %.1f us, overlap %.2f%s%s'
             % (s.name, s.img_per_s, s.batch_per_worker, s.global_batch, s.epochs,
                s.grad_bytes() / 1e6, 'fp16' if s.fp16_allreduce else 'fp32', s.arrays,
                ', one call each' if s.calls_per_array else '', s.algo,
-               min(s.gpus_per_node, 99999), s.inter_gbps, s.inter_alpha * 1e6,
+               'all ranks on one node' if s.gpus_per_node >= 1 << 20
+               else '%d per node' % s.gpus_per_node,
+               s.inter_gbps, s.inter_alpha * 1e6,
                s.intra_gbps, s.intra_alpha * 1e6, s.overlap,
                '; data ceiling %.0f img/s per worker' % s.data_img_per_s()
                if s.data_img_per_s() else '',
