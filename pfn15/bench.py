@@ -131,8 +131,10 @@ def _run_peer(args, cfg, device, classes, in_channels):
     if args.arch != 'resnet50':
         return {'status': 'skipped', 'reason': 'the peer is a ResNet-50; --arch is %s'
                 % args.arch}
-    if args.peer == 'auto' and not bench_torch.available()[0]:
-        return {'status': 'skipped', 'reason': bench_torch.available()[1]}
+    if args.peer == 'auto':
+        ok, why = bench_torch.available()
+        if not ok:
+            return {'status': 'skipped', 'reason': why}
     if device >= 0:   # hand CuPy's cached blocks back before PyTorch allocates
         import cupy
         cupy.get_default_memory_pool().free_all_blocks()

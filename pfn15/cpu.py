@@ -32,7 +32,8 @@ import ctypes.util
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 
-_applied = None
+_applied = None   # keep_freed_memory()'s outcome
+_threads = None   # what set_threads() set
 
 
 def keep_freed_memory():
@@ -78,9 +79,9 @@ def set_threads(requested, ranks_on_node):
     requested > 0: that many. 0 (auto): the environment's setting if any, else
     the node's cores shared out over its ranks (at least one each).
     """
+    global _threads
     n = requested or threads_from_environment() or \
         max(1, (os.cpu_count() or 1) // max(1, ranks_on_node))
-    global _threads
     try:
         from threadpoolctl import threadpool_limits   # ships with scikit-learn
     except ImportError:
@@ -88,9 +89,6 @@ def set_threads(requested, ranks_on_node):
     threadpool_limits(limits=n)
     _threads = n
     return n
-
-
-_threads = None
 
 
 def threads_in_force():

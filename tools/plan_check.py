@@ -74,6 +74,8 @@ def main(argv=None):
     ar_json = os.path.join(out, 'allreduce.json')
     call([mpiexec(), '-n', '2', py, '-m', 'pfn15.bench', 'allreduce',
           '--bytes', '4096,65536,1048576', '--json', ar_json], env, log)
+    with open(ar_json) as f:
+        allreduce = json.load(f)
 
     runs = {}
     for k in workers:
@@ -110,8 +112,8 @@ def main(argv=None):
                                                     % round(args.tolerance * 100)))
     print('step: %.1f images/s per rank (bench step, %s); all-reduce: alpha %.1f us, '
           '%.2f GB/s (bench allreduce, 2 ranks); %d cores'
-          % (step['pfn15_img_per_s'], step['arch'], json.load(open(ar_json))['alpha_s'] * 1e6,
-             1e-9 / json.load(open(ar_json))['beta_s_per_byte'], step['cpu_count']))
+          % (step['pfn15_img_per_s'], step['arch'], allreduce['alpha_s'] * 1e6,
+             1e-9 / allreduce['beta_s_per_byte'], step['cpu_count']))
     print('plan_check: %s (tolerance %d%%); files in %s'
           % ('PASS' if ok else 'FAIL', round(args.tolerance * 100), out))
     if args.json:
