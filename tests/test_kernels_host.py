@@ -1,0 +1,127 @@
+"""The GPU kernels' own text, compiled for the host (g++), against the NumPy update rules.
+
+The CUDA kernels of RMSpropWarmup and LARS are strings in their modules;
+tests/hostcc.py compiles exactly those strings for the CPU. 50 steps with a
+changing learning rate (and alpha_sgd) must agree with update_core_cpu within
+1e-6 relative in float32: the GPU rule and the CPU rule cannot drift apart.
+"""
+import shutil
+
+import numpy
+import pytest
+
+import chainer
+
+from pfn15.optimizers import lars, rmsprop_warmup
+from pfn15.optimizers import LARS, RMSpropWarmup
+
+from hostcc import HostElementwise, HostReduction
+
+pytestmark = pytest.mark.skipif(shutil.which('g++') is None, reason='needs g++')
+
+F32 = numpy.float32
+STEPS = 50
+
+
+@pytest.fixture(scope='module')
+def workdir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp('hostcc'))
+
+
+def _link(w):
+    link = chainer.Link()
+    with link.init_scope():
+        link.w = chainer.Parameter(w.copy())
+    return link
+
+
+def _grads(rng, n):
+    g = (rng.randn(STEPS, n) * rng.choice([1e-3, 1e-1, 1.0], size=(STEPS, 1))).astype(F32)
+    g[:, :7] = 0          # zero gradient elements: the eps matters there
+    return g
+
+
+def _run_rmsprop_warmup(workdir, body_spec):
+    rng = numpy.random.RandomState(3)
+    n = 1000
+    w0 = rng.randn(n).astype(F32)
+    grads = _grads(rng, n)
+    link = _link(w0)
+    opt = RMSpropWarmup(lr=0.1, lr_rmsprop=3e-4, mu1=0.9, mu2=0.99, eps=1e-8)
+    opt.setup(link)
+    kern = HostElementwise(body_spec, {'T': F32, 'P': F32}, ('grad', 'param', 'm', 'v'), workdir)
+    param, m, v = w0.copy(), numpy.zeros(n, F32), numpy.zeros(n, F32)
+    for step in range(STEPS):
+        # alpha_sgd from 0 (RMSprop) to 1 (momentum SGD), lr changing too
+        alpha = min(1.0, step / 40.0)
+        lr = 0.05 + 0.002 * step
+        opt.hyperparam.alpha_sgd, opt.hyperparam.lr = alpha, lr
+        link.w.grad = grads[step].copy()
+        opt.update()
+        kern(n, grad=grads[step], param=param, m=m, v=v,
+             **rmsprop_warmup.kernel_scalars(opt.hyperparam, F32))
+    state = link.w.update_rule.state
+    return (link.w.array, state['m'], state['v']), (param, m, v)
+
+
+def test_rmsprop_warmup_kernel_body_matches_numpy_rule(workdir):
+    (w_np, m_np, v_np), (w_k, m_k, v_k) = _run_rmsprop_warmup(
+        workdir, rmsprop_warmup.KERNEL)
+    numpy.testing.assert_allclose(w_k, w_np, rtol=1e-6)
+    numpy.testing.assert_allclose(m_k, m_np, rtol=1e-6, atol=1e-12)
+    numpy.testing.assert_allclose(v_k, v_np, rtol=1e-6, atol=1e-6 * abs(v_np).max())
+
+
+def test_a_changed_kernel_body_is_caught(workdir):
+    """The comparison has teeth: eps moved under the square root is a different rule."""
+    spec = rmsprop_warmup.KERNEL
+    wrong = spec._replace(operation=spec.operation.replace('(sqrt(m_new) + eps)',
+                                                           'sqrt(m_new + eps)'),
+                          name='wrong')
+    assert wrong.operation != spec.operation
+    (w_np, _, _), (w_k, _, _) = _run_rmsprop_warmup(workdir, wrong)
+    assert not numpy.allclose(w_k, w_np, rtol=1e-6)
+
+
+@pytest.mark.parametrize('use_lars', [True, False])
+def test_lars_kernel_bodies_match_numpy_rule(workdir, use_lars):
+    rng = numpy.random.RandomState(4)
+    n = 777
+    w0 = rng.randn(n).astype(F32)
+    grads = _grads(rng, n)
+    link = _link(w0)
+    opt = LARS(lr=0.1, momentum=0.9, weight_decay=5e-4, trust=0.02, eps=1e-9)
+    opt.setup(link)
+    link.w.update_rule.lars = use_lars
+    types = {'T': F32, 'P': F32}
+    norm = HostReduction(lars.NORM_KERNEL, types, workdir)
+    rate = HostElementwise(lars.LOCAL_RATE_KERNEL, types, ('local',), workdir)
+    update = HostElementwise(lars.UPDATE_KERNEL, types, ('grad', 'param', 'v'), workdir)
+    param, v = w0.copy(), numpy.zeros(n, F32)
+    for step in range(STEPS):
+        lr = 0.1 * (1 + step) / STEPS if step < 25 else 0.1 * 0.5 ** (step - 25)
+        opt.hyperparam.lr = lr
+        g = grads[step]
+        link.w.grad = g.copy()
+        opt.update()
+        local = numpy.ones((1,), F32)
+        if use_lars:
+            rate(1, w_norm=norm(param), g_norm=norm(g), trust=0.02, weight_decay=5e-4,
+                 eps=1e-9, local=local)
+            if numpy.abs(g).max() > 0:
+                assert local[0] == pytest.approx(link.w.update_rule.last_local_lr, rel=1e-6)
+        update(n, grad=g, lr=lr, local=local[0], momentum=0.9, weight_decay=5e-4,
+               param=param, v=v)
+    assert not numpy.allclose(param, w0)
+    numpy.testing.assert_allclose(param, link.w.array, rtol=1e-6)
+    v_np = link.w.update_rule.state['v']
+    numpy.testing.assert_allclose(v, v_np, rtol=1e-6, atol=1e-6 * abs(v_np).max())
+
+
+def test_lars_norm_kernel_beyond_float16_range(workdir):
+    """Norms whose squares float16 cannot hold, accumulated in P (float32)."""
+    norm = HostReduction(lars.NORM_KERNEL, {'T': F32, 'P': F32}, workdir)
+    x = numpy.full(100, 30.0, F32)       # ||x|| = 300: its square overflows float16
+    assert norm(x) == pytest.approx(300.0, rel=1e-6)
+    tiny = numpy.full(100, 1e-5, F32)    # ||x|| = 1e-4: underflows in float16
+    assert norm(tiny) == pytest.approx(1e-4, rel=1e-5)
