@@ -158,6 +158,9 @@ class TrainConfig:
     # CPU: BLAS threads per rank; 0 = OMP_NUM_THREADS if set, else the node's
     # cores / its ranks (pfn15/cpu.py).
     cpu_threads: int = field(default=0, metadata={'min': 0})
+    # GPU: stop (exit 2) instead of warning when cuDNN is off and convolutions
+    # would run as im2col + GEMM (pfn15/env.py check_cudnn; `python -m pfn15.env`).
+    require_cudnn: bool = False
 
 
 @dataclass
