@@ -109,6 +109,8 @@ def build(cfg, comm):
     if cfg.train.device == 'gpu':
         device = comm.intra_rank   # one rank per GPU
         chainer.cuda.get_device_from_id(device).use()
+        from pfn15.env import check_cudnn
+        check_cudnn(cfg, comm)   # im2col instead of cuDNN: say so once, or stop
     else:
         cpu.set_threads(cfg.train.cpu_threads, comm.intra_size)
         if cfg.train.keep_freed_memory:

@@ -1,11 +1,12 @@
-"""Compile a CuPy kernel spec (pfn15.optimizers.kernels) for the host with g++; call it via ctypes.
+"""Compile a CuPy kernel spec (pfn15.optimizers.kernels.Elementwise) for the host; call it via ctypes.
 
 The kernel's own text goes in unchanged, inside a loop that stands in for
 CuPy's grid-stride loop: array arguments are bound the way CuPy binds them
 (`const T &x = _raw_x[i]` for inputs, `T &y = _raw_y[i]` for outputs),
-scalars are passed by value, and the type names (T, P) are typedefs. The only
-CUDA names the kernels use is `sqrt`, which <cmath> gives for float and
-double as CUDA does. So the arithmetic that runs here is the GPU kernel's.
+scalars are passed by value, and the type names (T, float32, float64) are
+typedefs. The only CUDA name the kernels use is `sqrt`, which <cmath> gives
+for float and double as CUDA does. So the arithmetic that runs here is the
+GPU kernel's (without the FMA contraction NVRTC may apply).
 """
 import ctypes
 import hashlib
@@ -17,7 +18,10 @@ import numpy
 _C_TYPES = {numpy.dtype(numpy.float32): ('float', ctypes.c_float),
             numpy.dtype(numpy.float64): ('double', ctypes.c_double)}
 
-_HEADER = '#include <cmath>\nusing std::sqrt;\n'
+# CuPy's names for NumPy's types; float16 only as a type name (host tests run
+# float32 and float64; the preamble specializes on it).
+_HEADER = ('#include <cmath>\nusing std::sqrt;\n'
+           'typedef float float32;\ntypedef double float64;\nstruct float16 {};\n')
 
 
 def _params(spec):
@@ -43,7 +47,7 @@ def _build(source, workdir):
 
 
 def _ctype(types, tname):
-    return _C_TYPES[numpy.dtype(types[tname])][1]
+    return _C_TYPES[numpy.dtype(types.get(tname, tname))][1]
 
 
 class HostElementwise(object):
@@ -65,8 +69,8 @@ class HostElementwise(object):
                              % ('const ' if i < n_in else '', t, name, name))
             else:
                 args.append('%s %s' % (t, name))
-        self.source = (_HEADER + _typedefs(types) +
-                       'extern "C" void kernel(%s) {\n'
+        self.source = (_HEADER + _typedefs(types) + spec.preamble +
+                       '\nextern "C" void kernel(%s) {\n'
                        '  for (long _i = 0; _i < _n; ++_i) {\n    %s\n%s\n  }\n}\n'
                        % (', '.join(args), '\n    '.join(binds), spec.operation))
         self.fn = _build(self.source, workdir).kernel
@@ -77,39 +81,8 @@ class HostElementwise(object):
         for t, name in self.params:
             v = values[name]
             if name in self.arrays:
-                assert v.dtype == self.types[t] and v.flags.c_contiguous and v.size == n, name
+                assert v.dtype == self.types.get(t, t) and v.flags.c_contiguous and v.size == n, name
                 args.append(v.ctypes.data_as(ctypes.c_void_p))
             else:
                 args.append(_ctype(self.types, t)(v))
         self.fn(*args)
-
-
-class HostReduction(object):
-    """A Reduction spec (one input, one output) compiled for the host: call(x) -> y."""
-
-    def __init__(self, spec, types, workdir):
-        (tx, x), = _params(spec.in_params)
-        (ty, y), = _params(spec.out_params)
-        self.types, self.tx, self.ty = types, tx, ty
-        self.source = (
-            _HEADER + _typedefs(types) +
-            '#define REDUCE(a, b) (%s)\n#define POST_MAP(a) (%s)\n'
-            'extern "C" void kernel(long _n, const %s *_raw_%s, %s *_raw_%s) {\n'
-            '  %s _s = %s(%s);\n'
-            '  for (long _i = 0; _i < _n; ++_i) {\n'
-            '    const %s &%s = _raw_%s[_i];\n'
-            '    _s = REDUCE(_s, (%s)(%s));\n'
-            '  }\n'
-            '  %s &%s = *_raw_%s;\n  POST_MAP(_s);\n}\n'
-            % (spec.reduce_expr, spec.post_map_expr, tx, x, ty, y,
-               spec.reduce_type, spec.reduce_type, spec.identity,
-               tx, x, x, spec.reduce_type, spec.map_expr, ty, y, y))
-        self.fn = _build(self.source, workdir).kernel
-        self.fn.restype = None
-
-    def __call__(self, x):
-        x = numpy.ascontiguousarray(x, dtype=self.types[self.tx])
-        y = numpy.zeros((), dtype=self.types[self.ty])
-        self.fn(ctypes.c_long(x.size), x.ctypes.data_as(ctypes.c_void_p),
-                y.ctypes.data_as(ctypes.c_void_p))
-        return y[()]

@@ -18,8 +18,8 @@ or a parameter without gradient signal would give 0/0 or a zero rate; the
 local rate is 1 there instead, as in the MLPerf reference implementations,
 so no NaN reaches the weights.
 
-Precision: the norms are accumulated in float64 and the local rate and the
-update computed in kernels.compute_dtype of the parameter -- float32 for
+Precision: the norms and the local rate are computed in float64, the update
+in kernels.compute_dtype of the parameter -- float32 for
 float16 parameters, whose own range would overflow ||w|| above 256 (a sum of
 squares above 65504) and flush ||g|| below about 2.4e-4 to zero. The GPU
 kernels below do the same; only the results are stored in the parameter's
@@ -35,34 +35,33 @@ from pfn15.optimizers import kernels
 
 # The GPU kernels. Each text is also compiled for the host and checked against
 # update_core_cpu (tests/test_kernels_host.py), and compiled with NVRTC for
-# every architecture (tests/test_kernels_nvrtc.py).
-# ||x|| in P, the squares summed in double: no float16/float32 overflow or
-# underflow, and a result that does not depend on the order of the sum, so the
-# CPU rule (NumPy's sum order) and the GPU (a tree) get the same norm.
-NORM_KERNEL = kernels.Reduction(
-    'T x', 'P y', '(double)x * (double)x', 'a + b', 'y = (P)sqrt(a)', '0',
-    'pfn15_lars_norm', 'double')
-# The local rate from the two norms (0-d arrays: it stays on the device, no host sync).
+# every architecture (tests/test_kernels_nvrtc.py). The norms come from `norm`
+# below, run by CuPy's own (tested) ufuncs and reductions.
+# The local rate from the two float64 norms, in float64, as update_core_cpu
+# computes it with Python floats (0-d arrays: no host sync).
 LOCAL_RATE_KERNEL = kernels.Elementwise(
-    'P w_norm, P g_norm, P trust, P weight_decay, P eps',
-    'P local',
+    'float64 w_norm, float64 g_norm, float64 trust, float64 weight_decay, float64 eps',
+    'float64 local',
     '''
     local = (w_norm > 0 && g_norm > 0)
             ? trust * w_norm / (g_norm + weight_decay * w_norm + eps)
-            : (P)1;
+            : 1.0;
     ''',
-    'pfn15_lars_local_rate')
+    'pfn15_lars_local_rate',
+    '')
 # The update: one fused pass over the parameter (reads grad, param, v once).
 UPDATE_KERNEL = kernels.Elementwise(
-    'T grad, P lr, P local, P momentum, P weight_decay',
+    'T grad, float64 lr, float64 local, float64 momentum, float64 weight_decay',
     'T param, T v',
     '''
+    typedef pfn15_compute<T>::type P;
     P w = (P)param;
-    P v_new = momentum * (P)v - lr * local * ((P)grad + weight_decay * w);
+    P v_new = (P)momentum * (P)v - (P)lr * (P)local * ((P)grad + (P)weight_decay * w);
     v = (T)v_new;
     param = (T)(w + v_new);
     ''',
-    'pfn15_lars')
+    'pfn15_lars',
+    kernels.PREAMBLE)
 
 
 _default_hyperparam = optimizer.Hyperparameter()
@@ -73,16 +72,18 @@ _default_hyperparam.trust = 0.001
 _default_hyperparam.eps = 0.0
 
 
-def norm(x):
-    """||x||, the squares summed in float64 (as NORM_KERNEL sums them)."""
-    return numpy.sqrt(numpy.sum(numpy.square(x.ravel(), dtype=numpy.float64)))
+def norm(x, xp=numpy):
+    """||x|| in float64, the squares summed in float64 (NumPy arrays, or CuPy's with xp=cupy).
+
+    float64 cannot overflow or underflow where float16 does, and the result does
+    not depend on the order of the sum: NumPy's and CuPy's agree to rounding.
+    """
+    return xp.sqrt(xp.sum(xp.square(x, dtype=numpy.float64)))
 
 
 def local_rate(w_norm, g_norm, trust, weight_decay, eps):
-    """trust x ||w|| / (||g|| + wd x ||w|| + eps), or 1 where a norm is zero.
-
-    Floats or NumPy scalars of one dtype (then the arithmetic is in that dtype).
-    """
+    """trust x ||w|| / (||g|| + wd x ||w|| + eps), or 1 where a norm is zero (host floats:
+    float64, as LOCAL_RATE_KERNEL computes it)."""
     if w_norm > 0 and g_norm > 0:
         return trust * w_norm / (g_norm + weight_decay * w_norm + eps)
     return 1.0
@@ -118,15 +119,13 @@ class LARSRule(optimizer.UpdateRule):
             return
         hp = self.hyperparam
         w = param.data
-        acc = kernels.compute_dtype(w.dtype)
-        # The local rate in `acc` arithmetic, as LOCAL_RATE_KERNEL computes it.
-        p = acc.type
         if self.lars:
-            local = p(local_rate(p(norm(w)), p(norm(grad)),
-                                 p(hp.trust), p(hp.weight_decay), p(hp.eps)))
+            local = local_rate(float(norm(w)), float(norm(grad)),
+                               hp.trust, hp.weight_decay, hp.eps)
         else:
-            local = p(1)
-        self.last_local_lr = float(local)
+            local = 1.0
+        self.last_local_lr = local
+        acc = kernels.compute_dtype(w.dtype)
         v = self.state['v']
         if acc == w.dtype:
             self._update_numpy(grad, w, v, local)
@@ -141,7 +140,8 @@ class LARSRule(optimizer.UpdateRule):
         hp = self.hyperparam
         d = grad + hp.weight_decay * w if hp.weight_decay else grad
         v *= hp.momentum
-        v -= (w.dtype.type(hp.lr) * local) * d
+        p = w.dtype.type   # rounded to P as UPDATE_KERNEL rounds them
+        v -= (p(hp.lr) * p(local)) * d
         w += v
 
     def update_core_gpu(self, param):
@@ -151,18 +151,14 @@ class LARSRule(optimizer.UpdateRule):
         hp = self.hyperparam
         w = param.data
         xp = cuda.cupy
-        acc = kernels.compute_dtype(w.dtype)
         if self.lars:
-            w_norm = NORM_KERNEL.gpu()(w, xp.empty((), dtype=acc))
-            g_norm = NORM_KERNEL.gpu()(grad, xp.empty((), dtype=acc))
-            local = LOCAL_RATE_KERNEL.gpu()(
-                w_norm, g_norm, *[kernels.scalar(x, acc)
-                                  for x in (hp.trust, hp.weight_decay, hp.eps)])
+            local = LOCAL_RATE_KERNEL.gpu()(norm(w, xp), norm(grad, xp),
+                                            hp.trust, hp.weight_decay, hp.eps)
         else:
-            local = kernels.scalar(1, acc)
-        UPDATE_KERNEL.gpu()(grad, kernels.scalar(hp.lr, acc), local,
-                            kernels.scalar(hp.momentum, acc),
-                            kernels.scalar(hp.weight_decay, acc), w, self.state['v'])
+            local = 1.0
+        UPDATE_KERNEL.gpu()(*UPDATE_KERNEL.args(
+            grad=grad, lr=hp.lr, local=local, momentum=hp.momentum,
+            weight_decay=hp.weight_decay, param=w, v=self.state['v']))
 
 
 class LARS(optimizer.GradientMethod):

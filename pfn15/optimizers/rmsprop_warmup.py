@@ -30,28 +30,31 @@ from pfn15.optimizers import kernels
 # update_core_cpu (tests/test_kernels_host.py), and compiled with NVRTC for
 # every architecture (tests/test_kernels_nvrtc.py).
 KERNEL = kernels.Elementwise(
-    'T grad, P lr_sgd, P lr_rms, P mu1, P mu2, P one_minus_mu2, P eps',
+    'T grad, float64 lr_sgd, float64 lr_rms, float64 mu1, float64 mu2, float64 one_minus_mu2, '
+    'float64 eps',
     'T param, T m, T v',
     '''
+    typedef pfn15_compute<T>::type P;
     P g = (P)grad;
-    P m_new = mu2 * (P)m + one_minus_mu2 * g * g;
-    P v_new = mu1 * (P)v - (lr_sgd + lr_rms / (sqrt(m_new) + eps)) * g;
+    P m_new = (P)mu2 * (P)m + (P)one_minus_mu2 * g * g;
+    P v_new = (P)mu1 * (P)v - ((P)lr_sgd + (P)lr_rms / (sqrt(m_new) + (P)eps)) * g;
     m = (T)m_new;
     v = (T)v_new;
     param = (T)((P)param + v_new);
     ''',
-    'pfn15_rmsprop_warmup')
+    'pfn15_rmsprop_warmup',
+    kernels.PREAMBLE)
 
 
-def kernel_scalars(hp, dtype):
-    """KERNEL's scalar arguments from the hyperparameters, in `dtype` (its P).
+def kernel_scalars(hp):
+    """KERNEL's scalar arguments from the hyperparameters.
 
-    Computed on the host in double precision and rounded once, as the NumPy
-    rule rounds them (lr * alpha_sgd, (1 - alpha_sgd) * lr_rmsprop, 1 - mu2).
+    Computed on the host in double precision (the kernel rounds each to P
+    once), as the NumPy rule computes them: lr * alpha_sgd,
+    (1 - alpha_sgd) * lr_rmsprop, 1 - mu2.
     """
-    return {name: kernels.scalar(value, dtype) for name, value in (
-        ('lr_sgd', hp.lr * hp.alpha_sgd), ('lr_rms', (1 - hp.alpha_sgd) * hp.lr_rmsprop),
-        ('mu1', hp.mu1), ('mu2', hp.mu2), ('one_minus_mu2', 1 - hp.mu2), ('eps', hp.eps))}
+    return {'lr_sgd': hp.lr * hp.alpha_sgd, 'lr_rms': (1 - hp.alpha_sgd) * hp.lr_rmsprop,
+            'mu1': hp.mu1, 'mu2': hp.mu2, 'one_minus_mu2': 1 - hp.mu2, 'eps': hp.eps}
 
 
 _default_hyperparam = optimizer.Hyperparameter()
@@ -122,9 +125,8 @@ class RMSpropWarmupRule(optimizer.UpdateRule):
         grad = param.grad
         if grad is None:
             return
-        scalars = kernel_scalars(self.hyperparam, kernels.compute_dtype(param.data.dtype))
         KERNEL.gpu()(*KERNEL.args(grad=grad, param=param.data, m=self.state['m'],
-                                  v=self.state['v'], **scalars))
+                                  v=self.state['v'], **kernel_scalars(self.hyperparam)))
 
 
 class RMSpropWarmup(optimizer.GradientMethod):
