@@ -4,6 +4,8 @@ import sys
 import chainermn
 import numpy
 
+from pfn15 import chainermn_patches
+
 
 def communicator_name(cfg):
     """'naive' on CPU (the only one without CUDA), 'pure_nccl' on GPU, unless the config says."""
@@ -19,6 +21,7 @@ def create(cfg):
     communication this way); elsewhere rank 0 says so once instead of
     silently ignoring the switch.
     """
+    chainermn_patches.apply()   # ChainerMN 7.8.1 on CuPy 13/14 and NumPy 2
     name = communicator_name(cfg)
     if cfg.comm.allreduce_fp16 and name == 'pure_nccl':
         return chainermn.create_communicator(name, allreduce_grad_dtype=numpy.float16)
