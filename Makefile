@@ -20,7 +20,19 @@ endif
 VENV312   := .venv312
 BIN312    := $(VENV312)/bin
 
-.PHONY: demo test test-py312 plan-check install install-py312 clean
+# The kernel-compile venvs (tests/test_kernels_nvrtc.py): CuPy + NVIDIA's NVRTC
+# and CUDA-runtime wheels only (~200 MB each, no GPU needed), one per stack:
+# CuPy 13 on Python 3.11, CuPy 14 on Python 3.12. Pinned by constraints-kernels.txt.
+KVENV     := .venv-kernels
+KVENV312  := .venv312-kernels
+KERNEL_PKGS := numpy cupy-cuda12x nvidia-cuda-nvrtc-cu12 nvidia-cuda-runtime-cu12
+ifeq ($(strip $(PYTHON312)),)
+KERNEL_STACKS := cupy13
+else
+KERNEL_STACKS := cupy13,cupy14
+endif
+
+.PHONY: demo test test-py312 test-kernels plan-check install install-py312 install-kernels clean
 
 install: $(VENV)/.installed
 
@@ -41,9 +53,31 @@ demo: install
 plan-check: install
 	$(BIN)/python tools/plan_check.py
 
-test: install
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q tests
+test: install install-kernels
+	PFN15_KERNEL_STACKS=$(KERNEL_STACKS) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q tests
 	@$(MAKE) --no-print-directory test-py312
+
+# The GPU kernels alone: NVRTC compiles (both CuPy stacks), host-compiled kernel
+# bodies against the NumPy rules, float16 optimizers, the ChainerMN patches.
+test-kernels: install install-kernels
+	PFN15_KERNEL_STACKS=$(KERNEL_STACKS) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q \
+	  tests/test_kernels_nvrtc.py tests/test_kernels_host.py tests/test_optimizers_float16.py \
+	  tests/test_chainermn_patches.py
+
+install-kernels: $(KVENV)/.installed
+ifneq ($(strip $(PYTHON312)),)
+install-kernels: $(KVENV312)/.installed
+endif
+
+$(KVENV)/.installed: constraints-kernels.txt
+	$(PYTHON) -m venv $(KVENV)
+	PIP_CONSTRAINT=$(CURDIR)/constraints-kernels.txt $(KVENV)/bin/pip install -q $(KERNEL_PKGS)
+	touch $@
+
+$(KVENV312)/.installed: constraints-kernels.txt
+	$(PYTHON312) -m venv $(KVENV312)
+	PIP_CONSTRAINT=$(CURDIR)/constraints-kernels.txt $(KVENV312)/bin/pip install -q $(KERNEL_PKGS)
+	touch $@
 
 install-py312: $(VENV312)/.installed
 
@@ -65,4 +99,4 @@ else
 endif
 
 clean:
-	rm -rf $(VENV) $(VENV312) results
+	rm -rf $(VENV) $(VENV312) $(KVENV) $(KVENV312) results
