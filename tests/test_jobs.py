@@ -453,6 +453,12 @@ end=$((SECONDS + ${FAKE_SECONDS:-20}))
 while [ "$SECONDS" -lt "$end" ]; do sleep 0.05; done
 '''
 FAKE_LOGGER = '#!/bin/bash\necho "$(basename "$0") $*" >> "$FAKE_LOG"\n'
+# Stands in for `python -m pfn15.env` (logs it, exits FAKE_ENV_RC); any other
+# python command runs the real one. test_env_check_* run the real check.
+FAKE_PYTHON = ('#!/bin/bash\n'
+               'case "$*" in "-m pfn15.env"*) echo "python $*" >> "$FAKE_LOG"; '
+               'exit "${FAKE_ENV_RC:-0}";; esac\n'
+               'exec %s "$@"\n' % shlex.quote(sys.executable))
 FAKE_QSTAT = ('#!/bin/bash\necho "Job Id: $2"\n'
               'echo "    Resource_List.walltime = ${FAKE_WALLTIME:-01:00:00}"\n')
 
@@ -473,13 +479,16 @@ def _wait_for_trap(pid, sig, deadline):
     raise AssertionError('the script never set a trap for %s' % signal.Signals(sig).name)
 
 
-def _run_job(tmp_path, script, send=None, **env):
+def _run_job(tmp_path, script, send=None, real_env_check=False, **env):
     """Run `script` with fake scheduler and MPI commands; optionally send it a
     signal once the (fake) training runs. Returns (exit status, log lines, output)."""
     bin_dir = tmp_path / 'bin'
     bin_dir.mkdir(exist_ok=True)
-    for name, body in (('mpiexec', FAKE_MPIEXEC), ('scontrol', FAKE_LOGGER),
-                       ('qsub', FAKE_LOGGER), ('qstat', FAKE_QSTAT)):
+    fakes = [('mpiexec', FAKE_MPIEXEC), ('scontrol', FAKE_LOGGER),
+             ('qsub', FAKE_LOGGER), ('qstat', FAKE_QSTAT)]
+    fakes.append(('python', FAKE_PYTHON if not real_env_check else
+                  '#!/bin/bash\nexec %s "$@"\n' % shlex.quote(sys.executable)))
+    for name, body in fakes:
         (bin_dir / name).write_text(body)
         (bin_dir / name).chmod(0o755)
     log = tmp_path / 'calls.log'
@@ -488,7 +497,7 @@ def _run_job(tmp_path, script, send=None, **env):
         if p.exists():
             p.unlink()
     full_env = dict(os.environ, PATH='%s:%s' % (bin_dir, os.environ['PATH']),
-                    FAKE_LOG=str(log),
+                    FAKE_LOG=str(log), PYTHONPATH=str(REPO),
                     SLURM_JOB_ID='4242', SLURM_SUBMIT_DIR=str(tmp_path),
                     PBS_JOBID='4242.pbs', PBS_O_WORKDIR=str(tmp_path))
     full_env.update({k: str(v) for k, v in env.items()})
@@ -575,3 +584,41 @@ def test_pbs_timer_signals_before_the_walltime(tmp_path):
     assert rc == 0 and 'preempted' in out, out
     assert len(_requeues(calls)) == 1, (calls, out)
     assert time.monotonic() - t0 < 8
+
+
+# ---------------------------------------------------------------- the stack check before the launch
+
+@pytest.mark.parametrize('path', SCRIPTS, ids=_ids(SCRIPTS))
+def test_env_check_runs_before_the_launch_on_the_same_config(tmp_path, path):
+    rc, calls, out = _run_job(tmp_path, path, FAKE_SECONDS=0)
+    assert rc == 0, out
+    checks = [i for i, c in enumerate(calls) if c.startswith('python -m pfn15.env ')]
+    trains = [i for i, c in enumerate(calls) if 'pfn15.train' in c]
+    assert len(checks) == 1 and len(trains) == 1 and checks[0] < trains[0], calls
+    config = calls[trains[0]].split('pfn15.train ')[1].split()[0]
+    assert calls[checks[0]].split()[3] == config, calls
+
+
+@pytest.mark.parametrize('path', SCRIPTS, ids=_ids(SCRIPTS))
+def test_env_check_failure_stops_the_job(tmp_path, path):
+    rc, calls, out = _run_job(tmp_path, path, FAKE_ENV_RC=2)
+    assert rc == 2, out
+    assert not [c for c in calls if 'pfn15.train' in c] and not _requeues(calls), calls
+
+
+@pytest.mark.parametrize('sched', ['slurm', 'pbs'])
+def test_env_check_for_real(tmp_path, sched):
+    """The real `python -m pfn15.env` on this machine (no GPU): the GPU job stops in
+    seconds with the reason, before any rank starts; the CPU job goes on."""
+    shutil.copytree(REPO / 'configs', tmp_path / 'configs')   # the job runs in tmp_path
+    t0 = time.monotonic()
+    rc, calls, out = _run_job(tmp_path, JOBS / sched / '32k.sh', real_env_check=True)
+    assert rc == 2, out
+    assert 'pfn15.env: problem: configs/32k.yaml: train.device=gpu needs' in out, out
+    assert not [c for c in calls if 'pfn15.train' in c or 'mpi4py' in c], calls
+    assert time.monotonic() - t0 < 60
+    rc, calls, out = _run_job(tmp_path, JOBS / sched / 'cpu-check.sh', real_env_check=True,
+                              FAKE_SECONDS=0)
+    assert rc == 0, out
+    assert 'configs/demo.yaml (demo): can run on this stack' in out, out
+    assert [c for c in calls if 'pfn15.train' in c], calls

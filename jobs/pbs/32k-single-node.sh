@@ -68,6 +68,11 @@ export CHAINERMN_FORCE_ABORT_ON_EXCEPTION=1
 # for InfiniBand), so the data-loading processes start from a clean process.
 
 # ---------------------------------------------------------------- launch
+# The stack this node gives the run, checked against the config first
+# (python -m pfn15.env: GPU, CuPy, NCCL, cuDNN, MPI): a broken node fails
+# here in seconds, one line per problem, instead of after the queue wait.
+python -m pfn15.env configs/32k.yaml || exit 2
+
 # mpiexec takes the node from $PBS_NODEFILE (Open MPI through its tm support,
 # MPICH/Intel MPI's Hydra through its PBS support). Every rank sees all 8 GPUs
 # and picks its own by its rank within the node.

@@ -76,6 +76,11 @@ export CHAINERMN_FORCE_ABORT_ON_EXCEPTION=1
 # corrupts it), so the data-loading processes start from a clean process.
 
 # ---------------------------------------------------------------- launch
+# The stack this node gives the run, checked against the config first
+# (python -m pfn15.env: GPU, CuPy, NCCL, cuDNN, MPI): a broken node fails
+# here in seconds, one line per problem, instead of after the queue wait.
+python -m pfn15.env configs/32k.yaml || exit 2
+
 # mpiexec takes the nodes from $PBS_NODEFILE, where mpiprocs=8 lists each node
 # 8 times (Open MPI through its tm support, MPICH/Intel MPI's Hydra through
 # its PBS support; otherwise add --hostfile "$PBS_NODEFILE").

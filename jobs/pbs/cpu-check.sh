@@ -53,6 +53,11 @@ export CHAINERMN_FORCE_ABORT_ON_EXCEPTION=1
 # when it starts data-loading processes).
 
 # ---------------------------------------------------------------- launch
+# The stack this node gives the run, checked against the config first
+# (python -m pfn15.env: GPU, CuPy, NCCL, cuDNN, MPI): a broken node fails
+# here in seconds, one line per problem, instead of after the queue wait.
+python -m pfn15.env configs/demo.yaml || exit 2
+
 # 1. MPI across nodes. Every rank must print "of 4". If each says "rank 0 of
 # 1", mpi4py was built against another MPI than this mpiexec (the PyPI mpich
 # wheel, say): MPICC=mpicc pip install --no-binary=mpi4py mpi4py

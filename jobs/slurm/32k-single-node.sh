@@ -63,6 +63,11 @@ export CHAINERMN_FORCE_ABORT_ON_EXCEPTION=1
 # for InfiniBand), so the data-loading processes start from a clean process.
 
 # ---------------------------------------------------------------- launch
+# The stack this node gives the run, checked against the config first
+# (python -m pfn15.env: GPU, CuPy, NCCL, cuDNN, MPI): a broken node fails
+# here in seconds, one line per problem, instead of after the queue wait.
+python -m pfn15.env configs/32k.yaml || exit 2
+
 # mpiexec, not srun: the same line for SLURM and PBS and for Open MPI, MPICH
 # (Hydra) and Intel MPI. `srun --mpi=pmix -n 8 python -m pfn15.train ...` also
 # works where the MPI is built with PMIx; the signal handling below is written

@@ -69,6 +69,11 @@ export CHAINERMN_FORCE_ABORT_ON_EXCEPTION=1
 # corrupts it), so the data-loading processes start from a clean process.
 
 # ---------------------------------------------------------------- launch
+# The stack this node gives the run, checked against the config first
+# (python -m pfn15.env: GPU, CuPy, NCCL, cuDNN, MPI): a broken node fails
+# here in seconds, one line per problem, instead of after the queue wait.
+python -m pfn15.env configs/32k.yaml || exit 2
+
 # mpiexec, not srun: the same line for SLURM and PBS and for Open MPI, MPICH
 # (Hydra) and Intel MPI, which all read the SLURM allocation and place 8 ranks
 # per node. `srun --mpi=pmix -n 1024 python -m pfn15.train ...` also works
