@@ -83,11 +83,18 @@ def _gpu_or_reason(device):
             'cuda_runtime': cupy.cuda.runtime.runtimeGetVersion(),
             'cuda_driver': cupy.cuda.runtime.driverGetVersion()}
     import chainer.backends.cuda as ccuda
+    from pfn15 import env
     info['chainer_cuda_available'] = bool(ccuda.available)
-    info['chainer_cudnn_enabled'] = bool(ccuda.cudnn_enabled)
+    enabled, version, reason = env.cudnn_status()
+    info['chainer_cudnn_enabled'] = bool(enabled)
+    info['cudnn_version'] = version
+    info['cudnn_off_reason'] = reason
     if not ccuda.available:
-        return None, 'CuPy sees the GPU but Chainer does not (chainer.backends.cuda.available ' \
-                     'is False; CuPy version not accepted?)'
+        # Chainer rejects no CuPy version: it sets available = False when one of
+        # its CuPy imports fails, and keeps that exception as _resolution_error.
+        return None, ('CuPy sees the GPU but Chainer cannot use it: importing CuPy\'s '
+                      'modules failed with %s' % env._one_line(
+                          getattr(ccuda, '_resolution_error', 'an unknown error')))
     return info, None
 
 
@@ -393,7 +400,8 @@ def main(argv=None):
     report['gpu'] = info
     print('gpu_check: %s (%s GiB), CUDA runtime %s, driver %s, cuDNN in Chainer: %s'
           % (info['gpu'], info['gpu_memory_gib'], info['cuda_runtime'], info['cuda_driver'],
-             info['chainer_cudnn_enabled']))
+             'on (%s)' % info['cudnn_version'] if info['chainer_cudnn_enabled'] else
+             'OFF, convolutions run as im2col + GEMM: %s' % info['cudnn_off_reason']))
     print('  %s' % ', '.join('%s %s' % kv for kv in sorted(report['versions'].items())
                              if kv[0] != 'platform'))
 
