@@ -25,6 +25,10 @@ Which copy wins, chosen by the environment variable PFN15_CUDA_LIBS:
 
 Without the wheels (a CPU machine, `pip install .`) it does nothing but
 look for the `nvidia` package once; it never imports CuPy.
+
+CuPy 14 finds NVIDIA's wheels itself (cuda-pathfinder), including the CUDA 13
+ones (site-packages/nvidia/cu13/lib, not looked at here); preloading the
+CUDA 12 wheels' files for it loads the same files it would pick.
 """
 import ctypes
 import importlib.util
