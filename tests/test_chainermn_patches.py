@@ -1,4 +1,5 @@
 """pfn15.chainermn_patches: what each patch restores (the kernels' compilation is in test_kernels_nvrtc)."""
+import pfn15  # noqa: F401  (pfn15._compat before Chainer, on NumPy 2)
 import numpy
 import pytest
 

@@ -1,4 +1,5 @@
 """`python -m pfn15.env`, the cuDNN check at the start of a GPU run, and pfn15.cuda_libs."""
+import pfn15  # noqa: F401  (pfn15._compat before Chainer, on NumPy 2)
 import os
 import subprocess
 import sys

@@ -5,6 +5,7 @@ tests/hostcc.py compiles exactly those strings for the CPU. 50 steps with a
 changing learning rate (and alpha_sgd) must agree with update_core_cpu within
 1e-6 relative in float32: the GPU rule and the CPU rule cannot drift apart.
 """
+import pfn15  # noqa: F401  (pfn15._compat before Chainer, on NumPy 2)
 import shutil
 
 import numpy

@@ -14,6 +14,7 @@ string constants), with pfn15.chainermn_patches applied.
 
 Run alone: `make test-kernels`.
 """
+import pfn15  # noqa: F401  (pfn15._compat before Chainer, on NumPy 2)
 import json
 import os
 import subprocess

@@ -4,6 +4,7 @@ Two defects found by running Chainer 7.8.1's optimizer test suite against
 them: LARS's norms overflowed/underflowed in float16, and RMSpropWarmup's
 eps=1e-8 rounded to 0 in float16 (0/0 at a zero gradient element).
 """
+import pfn15  # noqa: F401  (pfn15._compat before Chainer, on NumPy 2)
 import numpy
 import pytest
 
