@@ -58,6 +58,12 @@ def kernels():
                 kind='elementwise', in_params=spec.in_params, out_params=spec.out_params,
                 operation=spec.operation, name=spec.name, preamble=spec.preamble,
                 types={'T': dtype}, arrays=arrays, broadcast=broadcast)))
+    for dtype in DTYPES:   # a parameter LARS skips (BN, bias): local rate 1 as a scalar
+        spec = lars.UPDATE_KERNEL
+        out.append(('%s/%s/local-scalar' % (spec.name, dtype), dict(
+            kind='elementwise', in_params=spec.in_params, out_params=spec.out_params,
+            operation=spec.operation, name=spec.name, preamble=spec.preamble,
+            types={'T': dtype}, arrays=['grad', 'param', 'v'])))
     spec = lars.LOCAL_RATE_KERNEL   # float64 only: no T
     out.append(('%s/float64' % spec.name, dict(
         kind='elementwise', in_params=spec.in_params, out_params=spec.out_params,
@@ -111,7 +117,7 @@ def compiled(request):
 
 def test_every_kernel_compiles_for_every_arch(compiled):
     expected = [kid for kid, _ in kernels() if not kid.endswith('/unpatched')]
-    assert len(expected) == 2 * 2 + 1 + 2 + 2
+    assert len(expected) == 2 * 2 + 2 + 1 + 2 + 2
     failures = []
     for kid in expected:
         for arch in ARCHS:
