@@ -116,3 +116,16 @@ def test_lars_kernel_bodies_match_numpy_rule(workdir, use_lars):
     numpy.testing.assert_allclose(param, link.w.array, rtol=1e-6)
     v_np = link.w.update_rule.state['v']
     numpy.testing.assert_allclose(v, v_np, rtol=1e-6, atol=1e-6 * abs(v_np).max())
+
+
+def test_gpu_call_passes_arguments_in_the_kernels_order():
+    """update_core_gpu passes CuPy (which takes them positionally) KERNEL.args(...)."""
+    hp = RMSpropWarmup(lr=0.2, alpha_sgd=0.25, lr_rmsprop=1e-3, mu1=0.8, mu2=0.9,
+                       eps=1e-7).hyperparam
+    args = rmsprop_warmup.KERNEL.args(grad='g', param='p', m='m', v='v',
+                                      **rmsprop_warmup.kernel_scalars(hp))
+    assert args[0] == 'g' and args[-3:] == ['p', 'm', 'v']
+    assert args[1:-3] == pytest.approx([0.2 * 0.25, 0.75 * 1e-3, 0.8, 0.9, 0.1, 1e-7])
+    args = lars.UPDATE_KERNEL.args(grad='g', lr=0.1, local=2.0, momentum=0.9,
+                                   weight_decay=1e-4, param='p', v='v')
+    assert args == ['g', 0.1, 2.0, 0.9, 1e-4, 'p', 'v']
