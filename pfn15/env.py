@@ -162,7 +162,9 @@ def mpi():
         from mpi4py import MPI
         library = ' '.join(MPI.Get_library_version().strip().splitlines()[0].split())
     except Exception as e:
-        return 'unusable (%s)' % _one_line(e), 'n/a'
+        # the first line of mpi4py's error: the library it looked for first
+        return 'unusable: mpi4py cannot load an MPI library (%s: %s)' % (
+            type(e).__name__, str(e).strip().splitlines()[0]), 'n/a'
     lib_vendor, lib_version = _mpi_vendor_version(library)
     mpiexec = shutil.which('mpiexec')
     if mpiexec is None:
@@ -282,9 +284,15 @@ class Stack(object):
 
 def problems(cfg, stack):
     """One line per reason `cfg` cannot run on `stack` (empty: it can)."""
-    from pfn15 import comm as comm_module
     out = []
-    comm_name = comm_module.communicator_name(cfg)
+    if stack.mpi_library.startswith('unusable'):
+        # pfn15.train needs MPI, and importing ChainerMN (pfn15.comm) needs it too:
+        # the communicator checks below are left out.
+        out.append('MPI: %s' % stack.mpi_library)
+        comm_name = None
+    else:
+        from pfn15 import comm as comm_module
+        comm_name = comm_module.communicator_name(cfg)
     if cfg.train.device == 'gpu':
         if stack.cupy is None:
             out.append('train.device=gpu needs CuPy with a GPU; CuPy is unusable here: %s'
@@ -298,10 +306,10 @@ def problems(cfg, stack):
                           stack.nccl_reason))
         if stack.cupy is not None and cfg.train.require_cudnn and not stack.cudnn_enabled:
             out.append('train.require_cudnn is true, but cuDNN is off: %s' % stack.cudnn_reason)
-    elif comm_name not in COMMUNICATORS_ON_CPU:
+    elif comm_name is not None and comm_name not in COMMUNICATORS_ON_CPU:
         out.append('comm.name=%s needs GPUs; on train.device=cpu only %s exists'
                    % (comm_name, ' or '.join(COMMUNICATORS_ON_CPU)))
-    if cfg.comm.allreduce_fp16 and comm_name != 'pure_nccl':
+    if cfg.comm.allreduce_fp16 and comm_name is not None and comm_name != 'pure_nccl':
         out.append('comm.allreduce_fp16 needs the pure_nccl communicator (GPUs and NCCL); '
                    'comm.name resolves to %s' % comm_name)
     return out
@@ -386,7 +394,7 @@ def main(argv=None):
         print('pfn15.env: problem: %s: %s' % (argv[0], line), file=sys.stderr, flush=True)
     if found:
         return 2
-    from pfn15 import comm as comm_module
+    from pfn15 import comm as comm_module   # MPI is usable: no problem above
     print('%s (%s): can run on this stack (train.device=%s, communicator %s)'
           % (argv[0], cfg.name, cfg.train.device, comm_module.communicator_name(cfg)))
     return 0

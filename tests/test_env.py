@@ -56,6 +56,15 @@ def test_bad_config_is_one_line_exit_2():
     assert r.returncode == 2 and 'does not exist' in r.stderr
 
 
+def test_unloadable_mpi_library_is_a_problem():
+    # mpi4py told to use an MPI library that is not there (a node whose MPI module is missing)
+    r = _env('configs/demo.yaml', MPI4PY_LIBMPI='/nonexistent/libmpi.so')
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert 'MPI       unusable: mpi4py cannot load an MPI library' in r.stdout
+    problems = [line for line in r.stderr.splitlines() if 'problem' in line]
+    assert len(problems) == 1 and 'MPI: unusable' in problems[0], r.stderr
+
+
 def _problems(*overrides):
     cfg = config_module.load('configs/demo.yaml', list(overrides), check_paths=False)
     return stack_env.problems(cfg, stack_env.Stack())
