@@ -55,7 +55,7 @@ LIBRARIES = (
 )
 
 # What preload() did, for `python -m pfn15.env`: soname -> absolute path loaded,
-# and (path, error) for a library that was found but failed to load.
+# and one line for each thing that went wrong (a library found but not loadable).
 loaded = {}
 failed = []
 policy = None   # 'wheels', 'system', or the reason nothing was looked for
@@ -101,8 +101,8 @@ def preload():
         return
     if choice not in ('wheels', 'system'):
         policy = 'wheels'
-        failed.append((ENV_VAR, '%s=%r is neither "wheels" nor "system"; using "wheels"'
-                       % (ENV_VAR, choice)))
+        failed.append('%s=%r is neither "wheels" nor "system"; using "wheels"'
+                      % (ENV_VAR, choice))
     else:
         policy = choice
     if policy == 'system':
@@ -113,7 +113,7 @@ def preload():
         try:
             ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
         except OSError as e:   # e.g. a wheel for a newer driver; CuPy reports it later
-            failed.append((path, str(e)))
+            failed.append('cannot load %s: %s' % (path, e))
         else:
             loaded[soname] = path
 

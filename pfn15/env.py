@@ -273,8 +273,8 @@ class Stack(object):
             '%d preloaded from pip wheels (%s)' % (
                 len(cuda_libs.loaded), ', '.join(sorted(cuda_libs.loaded)))
             if cuda_libs.loaded else 'none preloaded (no nvidia-* wheels, or policy system)'))
-        for path, err in cuda_libs.failed:
-            out.append('          failed to load %s: %s' % (path, err))
+        for line in cuda_libs.failed:
+            out.append('          %s' % line)
         out.append('MPI       %s' % self.mpi_library)
         out.append('mpiexec   %s' % self.mpiexec)
         return out

@@ -120,6 +120,12 @@ def test_cuda_libs_without_wheels_does_nothing():
     assert out.stdout.split() == ['wheels', '0', 'False'], out.stderr
 
 
+def test_cuda_libs_policy_typo_is_reported():
+    r = _env(PFN15_CUDA_LIBS='sytem')
+    assert r.returncode == 0, r.stderr
+    assert "PFN15_CUDA_LIBS='sytem' is neither \"wheels\" nor \"system\"" in r.stdout, r.stdout
+
+
 def _kernel_python():
     python = os.path.join(ROOT, '.venv-kernels', 'bin', 'python')
     if not os.path.exists(python):
