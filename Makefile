@@ -97,7 +97,7 @@ ifeq ($(strip $(PYTHON312)),)
 	@echo 'SKIPPED: python3.12 not found: the Python 3.12 + NumPy 2 leg (make test-py312) did not run'
 else
 	@$(MAKE) --no-print-directory install-py312
-	PATH=$(CURDIR)/$(BIN312):$$PATH $(BIN312)/python -m pytest -q -m "not slow" tests
+	PFN15_KERNEL_STACKS=$(KERNEL_STACKS) PATH=$(CURDIR)/$(BIN312):$$PATH $(BIN312)/python -m pytest -q -m "not slow" tests
 endif
 
 clean:
