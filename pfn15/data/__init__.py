@@ -99,7 +99,8 @@ def bcast_arrays(mpi_comm, payload, root=0):
     rank = mpi_comm.Get_rank()
     if rank == root:
         arrays, meta = payload
-        arrays = {k: numpy.ascontiguousarray(v) for k, v in arrays.items()}
+        # (not ascontiguousarray: it turns a 0-d array into a 1-d one)
+        arrays = {k: numpy.array(v, copy=not v.flags.c_contiguous) for k, v in arrays.items()}
         # Object arrays (a None a serializer stored) are tiny: they ride in the pickle.
         objects = {k: v for k, v in arrays.items() if v.dtype.hasobject}
         header = ({k: (v.dtype.str, v.shape) for k, v in arrays.items()

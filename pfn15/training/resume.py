@@ -121,7 +121,7 @@ def refusal(diffs, allowed, where):
     allowable = [k for k, _, _ in blocking if k not in CANNOT_CHANGE]
     advice = []
     if allowable:
-        advice.append('to continue it on purpose anyway, add resume.allow_changed=%s'
+        advice.append('To continue it on purpose anyway, add resume.allow_changed=%s'
                       % ','.join(list(allowed) + allowable))
     if fixed:
         advice.append('%s cannot change within a run' % ', '.join(fixed))
