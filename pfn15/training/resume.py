@@ -125,9 +125,9 @@ def refusal(diffs, allowed, where):
                       % ','.join(list(allowed) + allowable))
     if fixed:
         advice.append('%s cannot change within a run' % ', '.join(fixed))
-    advice.append('or use another out (or resume=auto with the run\'s own config)')
-    return ('%s holds a run written under a different config: %s. %s'
-            % (where, listed, '; '.join(advice[:-1] + [advice[-1]]) + '.'))
+    advice.append('or use another out')
+    return ('%s holds a run written under a different config: %s. %s.'
+            % (where, listed, '; '.join(advice)))
 
 
 def _show(v):
