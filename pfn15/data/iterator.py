@@ -62,6 +62,11 @@ class GlobalOrderIterator(chainer.dataset.Iterator):
         self._inner = None
         self.started_at = None
 
+    @property
+    def dataset(self):
+        """The whole training set the order draws from (untransformed)."""
+        return self.base
+
     def follow(self, updater):
         self.updater = updater
 
