@@ -74,6 +74,7 @@ def test_digits_same_parameters_on_1x4_2x2_and_4x1(tmp_path):
 
 
 @pytest.mark.mpi
+@pytest.mark.slow
 def test_jpegs_same_run_with_2_decoding_workers_and_in_process(tmp_path):
     from pfn15.data import synthetic
     root = str(tmp_path / 'synth')
@@ -95,6 +96,7 @@ def test_jpegs_same_run_with_2_decoding_workers_and_in_process(tmp_path):
 
 
 @pytest.mark.mpi
+@pytest.mark.slow
 def test_checkpoint_on_4_ranks_resumes_on_2_and_on_1(tmp_path):
     # 3 classes of digits: ~430 training images, 3.4 updates per epoch, so the
     # log has rows from before the checkpoint (iteration 5) and after it.
