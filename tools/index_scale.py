@@ -15,9 +15,10 @@ the global order do with it:
   order       every rank draws epoch 0's permutation (pfn15.data.order) and
               looks up its first microbatch's samples.
 
-Steps are separated by barriers; prints the slowest rank's seconds for each, each rank's resident memory
-before and after (VmRSS), the index's bytes, and the pickled size of the
-index (what each decoding process of a MultiprocessIterator receives).
+Steps are separated by barriers; prints the slowest rank's seconds for each,
+each rank's resident memory before and after (VmRSS) and its peak (VmHWM),
+the index's bytes, and the pickled size of the index (what each decoding
+process of a MultiprocessIterator receives).
 """
 import argparse
 import os
