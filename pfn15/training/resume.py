@@ -44,7 +44,7 @@ NOT_TRAJECTORY = (
 # Trajectory keys no override can accept: the checkpoint's iteration count
 # means samples under its batch plan, and its arrays have its model's shapes.
 CANNOT_CHANGE = ('batch.global', 'batch.schedule', 'model.arch', 'model.blocks_per_stage',
-                 'model.width', 'dataset.classes')
+                 'model.width', 'dataset.classes', 'dataset.train_size')
 
 
 class Refused(Exception):
@@ -87,8 +87,9 @@ def differences(saved, current):
         if _normal(a) != _normal(b):
             out.append((key, a, b))
     da, db = saved['dataset'], current['dataset']
-    if da['classes'] != db['classes']:
-        out.append(('dataset.classes', da['classes'], db['classes']))
+    for key in ('classes', 'train_size'):   # shapes, and what an iteration's samples mean
+        if da[key] != db[key]:
+            out.append(('dataset.' + key, da[key], db[key]))
     if da['fingerprint'] != db['fingerprint']:
         out.append((config_module.DATASET_KEY, _describe(da), _describe(db)))
     return out
