@@ -120,15 +120,15 @@ def refusal(diffs, allowed, where):
                        for k, a, b in blocking)
     fixed = [k for k, _, _ in blocking if k in CANNOT_CHANGE]
     allowable = [k for k, _, _ in blocking if k not in CANNOT_CHANGE]
-    advice = []
-    if allowable:
-        advice.append('To continue it on purpose anyway, add resume.allow_changed=%s'
-                      % ','.join(list(allowed) + allowable))
+    override = 'resume.allow_changed=%s' % ','.join(list(allowed) + allowable)
     if fixed:
-        advice.append('%s cannot change within a run' % ', '.join(fixed))
-    advice.append('or use another out')
-    return ('%s holds a run written under a different config: %s. %s.'
-            % (where, listed, '; '.join(advice)))
+        advice = ('%s cannot change within a run: use another out (or the run\'s own value%s)'
+                  % (', '.join(fixed), 's' if len(fixed) > 1 else ''))
+        if allowable:
+            advice += '; the other changes would need %s' % override
+    else:
+        advice = 'To continue it on purpose anyway, add %s; or use another out' % override
+    return '%s holds a run written under a different config: %s. %s.' % (where, listed, advice)
 
 
 def _show(v):
