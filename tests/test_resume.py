@@ -162,3 +162,24 @@ def test_renamed_class_folder_refuses(tmp_path):
     assert r.stderr.count('pfn15: error:') == 1
     assert 'dataset: 12 train / 6 val images, 3 classes, sha256 ' in r.stderr
     assert 'resume.allow_changed=dataset' in r.stderr
+
+
+# ------------------------------------------------------------ the resume section
+
+def test_resume_section_shorthand_overrides_and_round_trip(tmp_path):
+    import yaml
+    assert config.load(DEMO).resume.mode == 'auto'
+    c = config.load(DEMO, ['resume=none'])
+    assert (c.resume.mode, c.resume.allow_changed) == ('none', [])
+    c = config.load(DEMO, ['resume.allow_changed=train.epochs,seed', 'resume=auto'])
+    assert (c.resume.mode, c.resume.allow_changed) == ('auto', ['train.epochs', 'seed'])
+    path = tmp_path / 'c.yaml'
+    path.write_text('resume: none\ndata: {dataset: digits}\n')   # a plain string in YAML too
+    assert config.load(str(path), ['resume.allow_changed=[dataset]']).resume.allow_changed == \
+        ['dataset']
+    path.write_text(yaml.safe_dump(c.to_dict()))            # to_dict round-trips
+    assert config.load(str(path)).to_dict() == c.to_dict()
+    with pytest.raises(config.ConfigError, match='resume.allow_changed.*train.epoch'):
+        config.load(DEMO, ['resume.allow_changed=train.epoch'])
+    with pytest.raises(config.ConfigError, match='resume.mode'):
+        config.load(DEMO, ['resume=sometimes'])
