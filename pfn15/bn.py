@@ -1,8 +1,12 @@
 """Batch normalization without moving averages (Akiba et al. 2017).
 
-Training normalizes with each worker's own minibatch. With BN decay 0, each
-BatchNormalization link's avg_mean/avg_var hold the statistics of the last
-training minibatch; before evaluation they are averaged over all workers.
+Training normalizes with each worker's own minibatch (BN group). With BN decay
+0, each BatchNormalization link's avg_mean/avg_var hold the statistics of the
+last training minibatch; with k microbatches per worker the updater leaves
+the mean of the k groups' statistics there. Before evaluation they are
+averaged over all workers: the mean over every BN group of the last global
+batch -- the same number for every worker count, and exactly PFN's
+definition (the last minibatch's statistics averaged over workers) at k = 1.
 """
 import chainer
 import chainer.links as L
@@ -14,19 +18,28 @@ def batch_norms(model):
             if isinstance(link, L.BatchNormalization)]
 
 
-def allreduce_statistics(model, comm):
-    """Replace avg_mean and avg_var of every BN link by their mean over all ranks, in place.
-
-    All statistics travel in one all-reduce (one buffer), not two per layer.
-    """
+def averaged_statistics(model, comm):
+    """[(link, mean over ranks of avg_mean, of avg_var)] for every BN link; the links
+    are left as they are. All statistics travel in one all-reduce (one buffer)."""
     links = batch_norms(model)
     if not links:
-        return
+        return []
     xp = chainer.backend.get_array_module(links[0].avg_mean)
     arrays = [a for link in links for a in (link.avg_mean, link.avg_var)]
     flat = xp.concatenate([a.ravel() for a in arrays])
     flat = comm.allreduce(flat) / comm.size   # ChainerMN's all-reduce is a sum
-    offset = 0
-    for a in arrays:
-        a[...] = flat[offset:offset + a.size].reshape(a.shape)
-        offset += a.size
+    out, offset = [], 0
+    for link in links:
+        pair = []
+        for a in (link.avg_mean, link.avg_var):
+            pair.append(flat[offset:offset + a.size].reshape(a.shape))
+            offset += a.size
+        out.append((link, pair[0], pair[1]))
+    return out
+
+
+def allreduce_statistics(model, comm):
+    """Replace avg_mean and avg_var of every BN link by their mean over all ranks, in place."""
+    for link, mean, var in averaged_statistics(model, comm):
+        link.avg_mean[...] = mean
+        link.avg_var[...] = var

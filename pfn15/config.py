@@ -170,13 +170,24 @@ class CheckpointConfig:
 
 
 @dataclass
+class ResumeConfig:
+    # 'auto': continue from the newest readable checkpoint in out/checkpoints (on
+    # any number of workers), else start fresh; 'none': start fresh, and refuse
+    # an `out` that already holds checkpoints. `resume: auto` (a plain string)
+    # is shorthand for `resume: {mode: auto}`.
+    mode: str = field(default='auto', metadata=_choices('auto', 'none'))
+    # Trajectory-changing keys allowed to differ from the checkpoint's config,
+    # e.g. [train.epochs] to train longer; `resume.allow_changed=a,b` on the
+    # command line. Others differing stop the run (exit 2, one line naming them).
+    allow_changed: List[str] = field(default_factory=list)
+
+
+@dataclass
 class Config:
     name: str = 'run'
     out: str = 'results/run'
     seed: int = 0
-    # 'auto': continue from the newest checkpoint every rank has, else start fresh;
-    # 'none': always start fresh.
-    resume: str = field(default='auto', metadata=_choices('auto', 'none'))
+    resume: ResumeConfig = field(default_factory=ResumeConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
@@ -242,6 +253,8 @@ def _coerce(key, value, tp, meta):
         return _coerce(key, value, args[0], meta)
     if origin in (list, List):
         (item_tp,) = typing.get_args(tp)
+        if item_tp is str and isinstance(value, str):   # a,b,c on the command line
+            value = [v.strip() for v in value.split(',') if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(key, 'expected a list of %s, got %r' % (_type_name(item_tp), value))
         return [_coerce('%s[%d]' % (key, i), v, item_tp, {}) for i, v in enumerate(value)]
@@ -275,6 +288,10 @@ def _coerce(key, value, tp, meta):
     return value
 
 
+# Sections a plain value may stand for: `resume: auto` means `resume: {mode: auto}`.
+_SHORTHAND = {'resume': 'mode'}
+
+
 def _build(cls, data, prefix):
     if not isinstance(data, dict):
         raise ConfigError(prefix.rstrip('.') or '<top>',
@@ -294,7 +311,10 @@ def _build(cls, data, prefix):
         tp = hints[f.name]
         key = prefix + name
         if dataclasses.is_dataclass(tp):
-            kwargs[f.name] = _build(tp, data[name], key + '.')
+            value = data[name]
+            if key in _SHORTHAND and not isinstance(value, dict):
+                value = {_SHORTHAND[key]: value}
+            kwargs[f.name] = _build(tp, value, key + '.')
         else:
             kwargs[f.name] = _coerce(key, data[name], tp, f.metadata)
     return cls(**kwargs)
@@ -302,11 +322,15 @@ def _build(cls, data, prefix):
 
 def _set_dotted(tree, key, value):
     parts = key.split('.')
+    if key in _SHORTHAND and not isinstance(value, dict):
+        parts = [key, _SHORTHAND[key]]       # resume=auto sets resume.mode
     node = tree
     for i, p in enumerate(parts[:-1]):
         child = node.get(p)
         if child is None:
             child = node[p] = {}
+        elif i == 0 and p in _SHORTHAND and not isinstance(child, dict):
+            child = node[p] = {_SHORTHAND[p]: child}
         elif not isinstance(child, dict):
             raise ConfigError('.'.join(parts[:i + 1]), 'is a value, not a section')
         node = child
@@ -351,8 +375,32 @@ def load(path=None, overrides=(), workers=None, check_paths=True):
     return cfg
 
 
+def dotted_keys(cfg):
+    """{'train.epochs': 8.0, ...}: every leaf of the config by its dotted name."""
+    flat = {}
+
+    def walk(prefix, d):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(prefix + k + '.', v)
+            else:
+                flat[prefix + k] = v
+    walk('', cfg.to_dict() if not isinstance(cfg, dict) else cfg)
+    return flat
+
+
+# What resume.allow_changed may name besides the config's own keys: the
+# training data itself (its listing's fingerprint, see pfn15.data).
+DATASET_KEY = 'dataset'
+
+
 def validate(cfg, workers=None, check_paths=True):
     """Checks that span several keys, or the world outside the config."""
+    known = dotted_keys(cfg)
+    for key in cfg.resume.allow_changed:
+        if key != DATASET_KEY and key not in known:
+            raise ConfigError('resume.allow_changed', '%r is not a config key (e.g. '
+                              'train.epochs, or %s for the training data)' % (key, DATASET_KEY))
     b = cfg.batch
     if b.global_ % b.per_worker:
         raise ConfigError('batch.global', 'global batch %d is not a multiple of '

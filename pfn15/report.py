@@ -108,6 +108,9 @@ def run_one(out, overrides, seed, epochs, ranks=2, log=print):
     """One training run into `out` (reused if its summary.json exists); returns wall seconds."""
     if os.path.exists(os.path.join(out, 'summary.json')):
         return None
+    # An unfinished run of ours (a crash, Ctrl-C): start it over -- resume=none
+    # refuses an out that still holds its checkpoints.
+    shutil.rmtree(os.path.join(out, 'checkpoints'), ignore_errors=True)
     exe = mpiexec_path()
     if exe is None:
         raise SystemExit('pfn15.report: mpiexec not found (pip install -e .[mpich])')

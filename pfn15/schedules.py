@@ -109,6 +109,13 @@ def batch_epoch_at(iteration, train_size, batch_schedule):
             return (s0 + (iteration - it0) * b) / train_size
 
 
+def batch_samples_at(iteration, train_size, batch_schedule):
+    """Samples taken (a whole number) by the first `iteration` updates."""
+    for it0, s0, b, n in _batch_phases(train_size, batch_schedule):
+        if n is None or iteration <= it0 + n:
+            return s0 + (iteration - it0) * b
+
+
 def batch_at_iteration(iteration, train_size, batch_schedule):
     """The global batch of the update that follows `iteration` done updates."""
     for it0, s0, b, n in _batch_phases(train_size, batch_schedule):

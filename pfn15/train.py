@@ -4,13 +4,16 @@
     mpiexec -n 2 python -m pfn15.train configs/demo.yaml out=results/try train.epochs=3
 
 Reads top to bottom like the ChainerMN ImageNet example's main(): config,
-communicator, data (rank 0 lists, scatter_dataset hands out), iterators,
-model, optimizer wrapped by the multi-node optimizer, the accumulating
-updater, the trainer and its extensions, resume, run, summary. The recipe
-pieces live in their own modules (schedules, optimizers, bn, training/).
+communicator, data (rank 0 lists and broadcasts), model, optimizer wrapped
+by the multi-node optimizer, the global sample order and its iterator, the
+accumulating updater, the trainer and its extensions, resume, run, summary.
+The recipe pieces live in their own modules (schedules, optimizers, bn,
+data/order.py, training/).
 
-Exit status: 0 done (or preempted with a checkpoint written), 2 bad config or
-data, 3 non-finite loss/gradients; any other error aborts all ranks (MPI_Abort).
+Exit status: 0 done (or preempted with a checkpoint written, or the run in
+`out` already finished), 2 bad config or data, or `out` holding a different
+run (pfn15/training/resume.py), 3 non-finite loss/gradients; any other error
+aborts all ranks (MPI_Abort).
 """
 import argparse
 import multiprocessing
@@ -94,14 +97,16 @@ def build(cfg, comm):
     import chainer
     from chainer import training
     from chainer.training import extensions as E
-    import chainermn
     import numpy
 
     from pfn15 import cpu
     from pfn15 import comm as comm_module
     from pfn15 import data, models, optimizers
-    from pfn15.training import checkpoint
+    from pfn15.data import order
+    from pfn15.data.iterator import GlobalOrderIterator
+    from pfn15.training import checkpoint, resume
     from pfn15.training import extensions as X
+    from pfn15.training.evaluator import WholeSetEvaluator
     from pfn15.training.updater import AccumulatingUpdater
 
     numpy.random.seed(cfg.seed + comm.rank)
@@ -118,20 +123,14 @@ def build(cfg, comm):
     if cfg.train.dtype == 'mixed16':
         chainer.global_config.dtype = chainer.mixed16
 
-    # Data: rank 0 lists, scatter_dataset hands each rank its share.
+    # Data: rank 0 lists and broadcasts; every rank holds the whole training
+    # index (the global order may give it any sample) and its share of validation.
     train, val, meta = data.build(cfg, comm)
-    shuffle_rng = numpy.random.RandomState(cfg.seed * 1000 + comm.rank)
-    order = chainer.iterators.ShuffleOrderSampler(shuffle_rng)
     if cfg.data.loader_workers > 0 and cfg.data.dataset == 'imagenet':
-        train_iter = chainer.iterators.MultiprocessIterator(
-            train, cfg.batch.per_worker, n_processes=cfg.data.loader_workers,
-            order_sampler=order)
         val_iter = chainer.iterators.MultiprocessIterator(
             val, cfg.batch.per_worker, repeat=False, shuffle=False,
             n_processes=cfg.data.loader_workers)
     else:
-        train_iter = chainer.iterators.SerialIterator(train, cfg.batch.per_worker,
-                                                      order_sampler=order)
         val_iter = chainer.iterators.SerialIterator(val, cfg.batch.per_worker,
                                                     repeat=False, shuffle=False)
 
@@ -150,25 +149,36 @@ def build(cfg, comm):
         optimizer.add_hook(X.FiniteGradientCheck())
     optimizer = comm_module.multi_node_optimizer(optimizer, comm, model)
 
-    microbatches = cfg.microbatches(comm.size)
-    updater = AccumulatingUpdater(train_iter, optimizer, microbatches, device=device)
+    # The global sample order: update i, worker w, microbatch m always trains on
+    # the same BN group of the same samples, whatever the worker count.
     epochs = X.GlobalEpochs(cfg.batch.global_, meta['train_size'], cfg.batch.schedule)
     stop = X.StopTrigger(cfg.train.epochs, cfg.train.iterations, epochs)
+    plan = order.BatchPlan(cfg.batch.global_, meta['train_size'], cfg.batch.schedule)
+    train_iter = GlobalOrderIterator(
+        train, cfg.seed, plan, comm.size, comm.rank, cfg.batch.per_worker, stop.iterations,
+        transform=data.train_transform(cfg),
+        loader_workers=cfg.data.loader_workers if cfg.data.dataset == 'imagenet' else 0)
+    microbatches = cfg.microbatches(comm.size)
+    updater = AccumulatingUpdater(train_iter, optimizer, microbatches, device=device, comm=comm,
+                                  global_epochs=epochs,
+                                  average_bn_statistics=not cfg.bn.moving_average)
+    train_iter.follow(updater)
     trainer = training.Trainer(updater, stop, out=cfg.out)
 
     # The recipe: schedule every iteration; before each evaluation, BN
-    # statistics of the last minibatch averaged over workers.
+    # statistics of the last global batch (its groups' mean, over workers).
     trainer.extend(X.ScheduleDriver(cfg, epochs, comm.size))
     eval_trigger = X.EpochTrigger(cfg.train.eval_every, epochs, stop)
     if not cfg.bn.moving_average:
         trainer.extend(X.AllreduceBNStatistics(predictor, comm, eval_trigger))
-    evaluator = E.Evaluator(val_iter, model, device=device)
-    trainer.extend(chainermn.create_multi_node_evaluator(evaluator, comm),
+    # Sample-weighted mean over the whole validation set (pfn15/training/evaluator.py).
+    trainer.extend(WholeSetEvaluator(val_iter, model, comm, eval_trigger, device=device,
+                                     top5=meta['classes'] > 5),
                    trigger=eval_trigger, name='validation')
     trainer.extend(X.Throughput(epochs))
 
-    checkpointer = checkpoint.Checkpointer(cfg.out, comm, keep=cfg.checkpoint.keep,
-                                           random_states=[shuffle_rng])
+    checkpointer = checkpoint.Checkpointer(cfg.out, comm, model, resume.identity(cfg, meta),
+                                           keep=cfg.checkpoint.keep)
     trainer.extend(checkpoint.CheckpointExtension(checkpointer, cfg.checkpoint.every, stop))
     trainer.extend(X.PreemptionHandler(comm, checkpointer))
 
@@ -250,6 +260,7 @@ def main(argv=None):
     from pfn15 import comm as comm_module
     from pfn15.data import DataError
     from pfn15.training import extensions as X
+    from pfn15.training import resume
     # Any other uncaught exception on any rank: print it once, MPI_Abort the
     # job -- never leave 1,023 ranks waiting in an all-reduce. (ChainerMN has
     # already added the hook at import if CHAINERMN_FORCE_ABORT_ON_EXCEPTION is set.)
@@ -262,14 +273,22 @@ def main(argv=None):
     except DataError as e:
         fail(comm.rank, 2, str(e))
 
-    resumed_from = None
-    if cfg.resume == 'auto':
-        resumed_from = run.checkpointer.resume(run.trainer)
+    # Elastic resume on any worker count; refuses to mix runs (exit 2), and
+    # leaves a finished run alone (exit 0).
+    try:
+        resumed_from = resume.start(cfg, comm, run)
+    except resume.Refused as e:
+        fail(comm.rank, 2, str(e))
+    except resume.Finished as e:
         if comm.rank == 0:
-            print('pfn15: resumed from the checkpoint at iteration %d' % resumed_from
-                  if resumed_from is not None else
-                  'pfn15: no checkpoint found in %s; starting fresh'
-                  % run.checkpointer.root, flush=True)
+            print('pfn15: %s' % e, flush=True)
+        return 0
+    if comm.rank == 0:
+        print('pfn15: resumed from the checkpoint at iteration %d' % resumed_from
+              if resumed_from is not None else
+              'pfn15: no checkpoint found in %s; starting fresh' % run.checkpointer.root
+              if cfg.resume.mode == 'auto' else 'pfn15: starting fresh (resume=none)',
+              flush=True)
     if comm.rank == 0:
         print('pfn15: %s on %d worker(s): global batch %d = %d workers x %d per worker x %d '
               'microbatch(es); %d training images, %d classes'

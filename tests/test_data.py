@@ -209,6 +209,30 @@ def test_augmentation_differs_across_forked_processes(tree):
     assert not numpy.array_equal(a, b)
 
 
+def test_augmentation_by_sample_is_the_same_in_any_process(tree):
+    # The training iterator passes (epoch, index): the crop and flip depend on
+    # (seed, epoch, index) alone, not on the process that decodes.
+    c = cfg(tree)
+    path = imagenet.load(c)[0][0][0]
+    t = transforms.train_transform(c, seed=7)
+    pools = [concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context(
+        'spawn')) for _ in range(2)]
+    try:
+        keys = [(0, 3), (1, 3), (0, 4)]
+        got = [[p.submit(t, (path, 0, key)).result(timeout=120)[0] for key in keys]
+               for p in pools]
+    finally:
+        for p in pools:
+            p.shutdown()
+    here = [t((path, 0, key))[0] for key in keys]
+    for a, b, c_ in zip(got[0], got[1], here):
+        assert numpy.array_equal(a, b) and numpy.array_equal(a, c_)
+    assert not numpy.array_equal(here[0], here[1])       # another epoch: another crop
+    assert not numpy.array_equal(here[0], here[2])       # another sample index
+    other_seed = transforms.train_transform(c, seed=8)((path, 0, (0, 3)))[0]
+    assert not numpy.array_equal(here[0], other_seed)
+
+
 # ---------------------------------------------------------------- synthetic + bench
 
 def test_synthetic_is_deterministic_and_varied(tmp_path):

@@ -80,6 +80,7 @@ def main(argv=None):
     runs = {}
     for k in workers:
         run_dir = os.path.join(out, 'train-%d' % k)
+        shutil.rmtree(run_dir, ignore_errors=True)   # ours: resume=none refuses old checkpoints
         call([mpiexec(), '-n', str(k), py, '-m', 'pfn15.train', 'configs/demo.yaml',
               'out=%s' % run_dir, 'batch.global=%d' % args.global_batch,
               'train.iterations=%d' % args.iterations, 'train.eval_every=0',

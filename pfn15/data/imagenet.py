@@ -8,9 +8,9 @@ Two layouts, as users have them:
   `data.val_list`, one `relative/path.JPEG label` line per image, paths
   relative to `data.root` unless absolute.
 
-Only rank 0 calls `load`; `scatter_dataset` then broadcasts the listing to
-every rank, so the datasets here hold nothing but paths and labels and decode
-nothing (the transforms do, in the MultiprocessIterator's workers). Every
+Only rank 0 calls `load`; `pfn15.data.build` then broadcasts the listing's
+arrays to every rank, so the datasets here hold nothing but paths and labels
+and decode nothing (the transforms do, in the MultiprocessIterator's workers). Every
 problem found raises `DataError` with one line naming the file, line or key.
 """
 import os
@@ -29,8 +29,9 @@ class ImageList(DatasetMixin):
     """Item i -> (path: str, label: numpy.int32); no decoding.
 
     The paths live in one NumPy bytes array, not a list of a million Python
-    strings: `scatter_dataset` pickles the whole listing to every rank, and a
-    single buffer pickles fast and takes a third of the memory.
+    strings: every rank holds the whole listing, it travels as one MPI
+    buffer, and each decoding process gets a pickled copy -- a single buffer
+    pickles fast and takes a third of the memory.
     """
 
     def __init__(self, root, paths, labels):
@@ -39,6 +40,19 @@ class ImageList(DatasetMixin):
         self._labels = numpy.asarray(labels, dtype=numpy.int32)
         if len(self._paths) != len(self._labels):
             raise ValueError('paths and labels differ in length')
+
+    @classmethod
+    def from_arrays(cls, root, paths, labels):
+        """From the arrays `paths` (fixed-width bytes) and `labels` as they are."""
+        self = cls.__new__(cls)
+        self.root = root
+        self._paths = paths
+        self._labels = numpy.asarray(labels, dtype=numpy.int32)
+        return self
+
+    @property
+    def paths(self):
+        return self._paths
 
     def __len__(self):
         return len(self._labels)

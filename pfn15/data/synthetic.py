@@ -7,9 +7,9 @@
     OUT_DIR/train.txt, OUT_DIR/val.txt      (with list_files: `path label` lines)
 
 so the real JPEG path (listing, decoding, augmentation, MultiprocessIterator,
-scatter) can be exercised and tested anywhere, without ImageNet. Each class is
-a distinct combination of shape, colour, texture and background style; each
-image places its object at a random position and scale on a noisy background,
+the global sample order) can be exercised and tested anywhere, without
+ImageNet. Each class is a distinct combination of shape, colour, texture and
+background style; each image places its object at a random position and scale on a noisy background,
 at a random size and aspect ratio around `size`. A CNN can learn the classes,
 a pixel-wise lookup cannot.
 

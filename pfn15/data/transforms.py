@@ -14,8 +14,12 @@ one fused uint8 -> float32 pass into the output array (flip included). The
 crop geometry is the same in original-image coordinates as a full decode's.
 
 Decoding runs in MultiprocessIterator's worker processes (forkserver), so the
-callables here are picklable top-level classes, and each process draws from
-its own RandomState, seeded from os.urandom on first use after a fork.
+callables here are picklable top-level classes. Augmentation is drawn by
+sample, not by process: the training iterator hands the transform
+(path, label, (epoch, index)) and the crop and flip come from a generator
+seeded by (seed, epoch, index) alone -- the same pixels whichever rank or
+decoding process handles the sample. Called with a plain (path, label), a
+transform draws from its process's own RandomState (seeded from os.urandom).
 """
 import atexit
 import math
@@ -52,6 +56,12 @@ def random_state():
         _rng = numpy.random.RandomState(numpy.frombuffer(os.urandom(16), numpy.uint32))
         _rng_pid = os.getpid()
     return _rng
+
+
+def sample_random_state(seed, epoch, index):
+    """The RandomState of sample `index` in `epoch`: a function of (seed, epoch, index) only."""
+    return numpy.random.RandomState(numpy.random.PCG64(
+        numpy.random.SeedSequence([int(seed), int(epoch), int(index)])))
 
 
 def seed(value):
@@ -181,7 +191,8 @@ def to_chw(img, mean, inv_std, flip=False):
 class _Transform:
     """Shared parts: normalization constants and the bad-image policy."""
 
-    def __init__(self, data_cfg):
+    def __init__(self, data_cfg, seed=0):
+        self.seed = seed
         self.crop_size = data_cfg.crop_size
         self.mean = numpy.asarray(data_cfg.mean, numpy.float32).reshape(-1, 1, 1)
         self.inv_std = (1.0 / numpy.asarray(data_cfg.std, numpy.float32)).reshape(-1, 1, 1)
@@ -194,9 +205,12 @@ class _Transform:
         _tallies.append(self._tally)
 
     def __call__(self, in_data):
-        path, label = in_data
+        path, label = in_data[:2]
+        # (epoch, index) from the training iterator: augmentation by sample.
+        rng = (sample_random_state(self.seed, *in_data[2]) if len(in_data) > 2
+               else random_state())
         try:
-            x = self.apply(path, random_state())
+            x = self.apply(path, rng)
         except BAD_IMAGE_ERRORS as e:
             x = self._bad(path, e)
         return x, numpy.int32(label)
@@ -224,8 +238,8 @@ class _Transform:
 class TrainTransform(_Transform):
     """Random-size crop + flip, normalized; picklable."""
 
-    def __init__(self, data_cfg):
-        super().__init__(data_cfg)
+    def __init__(self, data_cfg, seed=0):
+        super().__init__(data_cfg, seed)
         self.min_area = data_cfg.min_area
         self.min_aspect = data_cfg.min_aspect
         self.max_aspect = data_cfg.max_aspect
@@ -254,8 +268,8 @@ class ValTransform(_Transform):
         return to_chw(img, self.mean, self.inv_std)
 
 
-def train_transform(data_cfg):
-    return TrainTransform(data_cfg)
+def train_transform(data_cfg, seed=0):
+    return TrainTransform(data_cfg, seed)
 
 
 def val_transform(data_cfg):

@@ -1,130 +1,141 @@
-"""Atomic multi-node checkpoints and `resume=auto`.
+"""Elastic checkpoints: one file per checkpoint, readable by any number of workers.
 
-Each rank writes its own file, OUT/checkpoints/iter_NNNNNNNN/rank_R.npz: the
-whole trainer (model, optimizer state with RMSprop and momentum buffers,
-updater and iterator positions, extension state) plus the random states the
-run depends on. A file is written to a temporary name and renamed, so a crash
-while writing never destroys the last good checkpoint. Only the newest `keep`
-are kept.
+After every update all ranks hold identical parameters and optimizer state,
+so rank 0 alone writes OUT/checkpoints/iter_NNNNNNNN.npz: the trainer as
+Chainer serializes it (model, optimizer state with RMSprop and momentum
+buffers, the updater's iteration, LogReport's history and pending summary,
+PlotReport's data) -- but no iterator position (the position in the global
+sample order is a function of the iteration) and BN statistics saved as their
+mean over all workers (the live ones are left alone) -- plus
+`pfn15/identity`, a JSON record of the run: the config it was written under,
+the dataset fingerprint and sizes, the iteration and the worker count.
+One self-describing file, so a checkpoint and its identity can never
+disagree. Written to a temporary name, fsynced and renamed: a crash while
+writing never destroys the last good checkpoint. The newest `keep` are kept.
 
-Resuming needs a checkpoint that *every* rank has and can read. Ranks may sit
-on node-local disks, so each rank lists its own files, the lists are
-intersected over MPI, and the newest candidate that every rank can read wins.
+Resuming (pfn15.training.resume) reads the newest readable file on rank 0
+and broadcasts it, so only rank 0's disk needs the checkpoints.
 """
+import json
 import os
 import re
 
-from mpi4py import MPI
 import numpy
 
 from chainer import serializers
 from chainer.training import extension
 
+from pfn15 import bn
 from pfn15.training.extensions import NonFiniteError
 
-_DIR = re.compile(r'^iter_(\d{8,})$')
+FORMAT = 2
+IDENTITY_KEY = 'pfn15/identity'
+_FILE = re.compile(r'^iter_(\d{8,})\.npz$')
+_OLD_DIR = re.compile(r'^iter_(\d{8,})$')   # the per-rank layout of format 1
+
+
+def write_atomically(path, arrays):
+    """Write `arrays` as an .npz at `path`: temporary file, fsync, rename."""
+    tmp = path + '.tmp-%d' % os.getpid()
+    with open(tmp, 'wb') as f:
+        numpy.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)   # atomic: readers see the old set or the new file, whole
+
+
+def checkpoint_dir(out):
+    return os.path.join(out, 'checkpoints')
+
+
+def list_checkpoints(root):
+    """(iterations of format-2 files, newest first; iterations of format-1 folders)."""
+    files, old = [], []
+    if os.path.isdir(root):
+        for name in os.listdir(root):
+            m = _FILE.match(name)
+            if m:
+                files.append(int(m.group(1)))
+            m = _OLD_DIR.match(name)
+            if m and os.path.isdir(os.path.join(root, name)):
+                old.append(int(m.group(1)))
+    return sorted(files, reverse=True), sorted(old, reverse=True)
+
+
+def checkpoint_path(root, iteration):
+    return os.path.join(root, 'iter_%08d.npz' % iteration)
+
+
+def read(path):
+    """{key: array} of the checkpoint at `path`, every array read (CRC-checked),
+    and its identity dict. Raises on an unreadable or foreign file."""
+    with numpy.load(path, allow_pickle=True) as npz:   # a None is an object array
+        arrays = {key: npz[key] for key in npz.files}
+    if IDENTITY_KEY not in arrays:
+        raise ValueError('no %s record (not a pfn15 checkpoint)' % IDENTITY_KEY)
+    return arrays, json.loads(str(arrays.pop(IDENTITY_KEY)))
 
 
 class Checkpointer(object):
 
-    def __init__(self, out, comm, keep=3, random_states=()):
-        self.root = os.path.join(out, 'checkpoints')
+    """Collective `save(trainer)`: every rank calls it, rank 0 writes.
+
+    `identity`: the run's record (config, dataset) stored in every checkpoint.
+    """
+
+    def __init__(self, out, comm, model, identity, keep=3):
+        self.root = checkpoint_dir(out)
         self.comm = comm
+        self.model = model
+        self.identity = identity
         self.keep = keep
-        # numpy RandomStates whose state must survive a restart (e.g. the
-        # shuffling order sampler of the training iterator).
-        self.random_states = list(random_states)
         self.last_saved = None
 
-    def _path(self, iteration):
-        return os.path.join(self.root, 'iter_%08d' % iteration, 'rank_%d.npz' % self.comm.rank)
+    def _bn_keys(self):
+        names = {id(link): name for name, link in self.model.namedlinks()}
+        return lambda link, what: 'updater/model:main%s/%s' % (names[id(link)], what)
 
-    # ------------------------------------------------------------ saving
     def save(self, trainer):
         iteration = trainer.updater.iteration
         if self.last_saved == iteration:
             return
-        state = serializers.DictionarySerializer()
-        state.save(trainer)
-        arrays = dict(state.target)
-        # Never replace a good checkpoint with a non-finite state (weights, or BN
-        # statistics that overflowed): every rank must agree before anyone writes.
-        finite = all(numpy.isfinite(a).all() for a in arrays.values()
+        # Collective: the BN statistics of every worker, averaged (not written back).
+        averaged = bn.averaged_statistics(self.model, self.comm)
+        ok = True
+        if self.comm.rank == 0:
+            state = serializers.DictionarySerializer()
+            state.save(trainer)
+            arrays = dict(state.target)
+            key = self._bn_keys()
+            for link, mean, var in averaged:
+                arrays[key(link, 'avg_mean')] = _to_numpy(mean)
+                arrays[key(link, 'avg_var')] = _to_numpy(var)
+            # Never replace a good checkpoint with a non-finite state (weights, or
+            # BN statistics that overflowed).
+            ok = all(numpy.isfinite(a).all() for a in arrays.values()
                      if isinstance(a, numpy.ndarray) and a.dtype.kind == 'f')
-        if not self.comm.mpi_comm.allreduce(int(finite), op=MPI.MIN):
+        if not self.comm.mpi_comm.bcast(ok, root=0):
             raise NonFiniteError('non-finite model state at iteration %d (weights or BN '
                                  'statistics overflowed); not checkpointed' % iteration)
-        for i, rs in enumerate(self.random_states):
-            kind, keys, pos, has_gauss, cached = rs.get_state()
-            arrays['pfn15_rng/%d/keys' % i] = keys
-            arrays['pfn15_rng/%d/misc' % i] = numpy.array([pos, has_gauss, cached], numpy.float64)
-        path = self._path(iteration)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = path + '.tmp-%d' % os.getpid()
-        with open(tmp, 'wb') as f:
-            numpy.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)   # atomic: readers see the old set or the new file, whole
+        if self.comm.rank == 0:
+            identity = dict(self.identity, format=FORMAT, iteration=iteration,
+                            workers=self.comm.size)
+            arrays[IDENTITY_KEY] = numpy.array(json.dumps(identity, sort_keys=True))
+            os.makedirs(self.root, exist_ok=True)
+            write_atomically(checkpoint_path(self.root, iteration), arrays)
+            self._collect_garbage()
         self.last_saved = iteration
-        # Old ones go only once every rank has the new one.
-        self.comm.mpi_comm.Barrier()
-        self._collect_garbage()
-
-    def _own_iterations(self):
-        found = []
-        if os.path.isdir(self.root):
-            for name in os.listdir(self.root):
-                m = _DIR.match(name)
-                if m and os.path.isfile(self._path(int(m.group(1)))):
-                    found.append(int(m.group(1)))
-        return sorted(found)
 
     def _collect_garbage(self):
-        for it in self._own_iterations()[:-self.keep]:
-            path = self._path(it)
-            os.remove(path)
-            try:   # the last rank out removes the folder (ranks may share it)
-                os.rmdir(os.path.dirname(path))
+        for it in list_checkpoints(self.root)[0][self.keep:]:
+            try:
+                os.remove(checkpoint_path(self.root, it))
             except OSError:
                 pass
 
-    # ------------------------------------------------------------ resuming
-    def latest_common(self):
-        """Iterations (newest first) that every rank has a file for."""
-        lists = self.comm.mpi_comm.allgather(self._own_iterations())
-        common = set(lists[0])
-        for lst in lists[1:]:
-            common &= set(lst)
-        return sorted(common, reverse=True)
 
-    def _readable(self, iteration):
-        try:
-            with numpy.load(self._path(iteration)) as npz:
-                for key in npz.files:
-                    npz[key]   # reads and CRC-checks every array
-            return True
-        except Exception:
-            return False
-
-    def resume(self, trainer):
-        """Load the newest checkpoint every rank can read; return its iteration or None."""
-        for iteration in self.latest_common():
-            ok = self.comm.mpi_comm.allreduce(int(self._readable(iteration)), op=MPI.MIN)
-            if not ok:
-                if self.comm.rank == 0:
-                    print('pfn15: checkpoint at iteration %d is unreadable on some rank; '
-                          'trying an older one' % iteration, flush=True)
-                continue
-            with numpy.load(self._path(iteration)) as npz:
-                serializers.NpzDeserializer(npz).load(trainer)
-                for i, rs in enumerate(self.random_states):
-                    keys = npz['pfn15_rng/%d/keys' % i]
-                    pos, has_gauss, cached = npz['pfn15_rng/%d/misc' % i]
-                    rs.set_state(('MT19937', keys, int(pos), int(has_gauss), float(cached)))
-            self.last_saved = iteration
-            return iteration
-        return None
+def _to_numpy(a):
+    return a.get() if hasattr(a, 'get') else numpy.asarray(a)
 
 
 class CheckpointExtension(extension.Extension):

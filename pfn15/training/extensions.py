@@ -95,10 +95,10 @@ class GlobalEpochs(object):
 
     """Epochs as the whole job counts them: samples seen by all workers / training-set size.
 
-    Ranks hold shares that differ by up to one sample (scatter_dataset hands
-    every sample to exactly one rank), so each rank's own iterator counts
-    epochs slightly differently. Everything that must happen on all ranks
-    at once (evaluation, stopping) counts with this instead.
+    The global sample order (pfn15.data.order) takes the positions of one
+    stream of per-epoch permutations, so this is also exactly how far into
+    that stream the run is. Everything that must happen on all ranks at once
+    (evaluation, stopping, the log's epoch) counts with this.
     With a batch schedule (batch-size control) the global batch changes
     between updates, and epochs are the sum over its phases
     (pfn15.schedules.batch_epoch_at).

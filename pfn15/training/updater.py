@@ -1,16 +1,22 @@
 """An updater that accumulates gradients over microbatches before the all-reduce.
 
 The config names the global batch and the per-worker (BN) batch. With W
-workers, each accumulates k = global / (per_worker x W) microbatches, so
-`mpiexec -n 8` runs the same optimization as the 1,024-GPU run (k = 128),
-only slower. BN still normalizes over each microbatch of per_worker images.
+workers, each accumulates k = global / (per_worker x W) microbatches; with the
+global sample order (pfn15.data.order) the k microbatches are exactly the BN
+groups the 1,024-GPU run would spread over k workers, so `mpiexec -n 8` runs
+the same optimization as the 1,024-GPU run sample for sample, only slower.
 """
+import math
 import time
+
+import numpy
 
 import chainer
 from chainer import reporter as reporter_module
 from chainer.dataset import convert
 from chainer import training
+
+from pfn15 import bn
 
 
 class AccumulatingUpdater(training.updaters.StandardUpdater):
@@ -20,18 +26,55 @@ class AccumulatingUpdater(training.updaters.StandardUpdater):
     Each microbatch's loss is divided by k before backward, so the summed
     gradient is the mean over the worker's k x per_worker samples; the
     multi-node optimizer then averages over workers: the gradient of the
-    mean loss over the global batch. Observations (loss, accuracy) are
-    averaged over the k microbatches.
+    mean loss over the global batch.
+
+    With `comm`, the observations (loss, accuracy, top5) are the means over
+    all BN groups of the global batch (one small all-reduce per update), so
+    the log does not depend on the worker count. With `average_bn_statistics`
+    (BN without moving averages), each BN link's avg_mean/avg_var end the
+    update as the mean of the k microbatches' statistics; the mean over
+    workers follows before evaluation (pfn15.bn): the global batch's groups.
+    With `global_epochs`, epoch/epoch_detail count samples of the whole job.
     """
 
     def __init__(self, iterator, optimizer, microbatches=1, device=None,
-                 converter=convert.concat_examples):
+                 converter=convert.concat_examples, comm=None, global_epochs=None,
+                 average_bn_statistics=False):
         super().__init__(iterator, optimizer, converter=converter, device=device)
         if microbatches < 1:
             raise ValueError('microbatches must be >= 1')
         self.microbatches = microbatches
+        self.comm = comm
+        self.global_epochs = global_epochs
+        self.bn_links = bn.batch_norms(optimizer.target) if average_bn_statistics else []
         self.update_seconds = 0.0   # time spent in updates (for images/s)
         self.update_durations = []  # this process's updates, seconds each (not checkpointed)
+
+    # Epochs of the whole job (samples / training-set size), not of a rank's iterator.
+    @property
+    def epoch_detail(self):
+        if self.global_epochs is None:
+            return super().epoch_detail
+        return self.global_epochs.at(self.iteration)
+
+    @property
+    def previous_epoch_detail(self):
+        if self.global_epochs is None:
+            return super().previous_epoch_detail
+        return self.global_epochs.at(self.iteration - 1) if self.iteration > 0 else None
+
+    @property
+    def epoch(self):
+        if self.global_epochs is None:
+            return super().epoch
+        return int(math.floor(self.epoch_detail + 1e-9))
+
+    @property
+    def is_new_epoch(self):
+        if self.global_epochs is None:
+            return super().is_new_epoch
+        prev = self.previous_epoch_detail
+        return prev is not None and math.floor(prev + 1e-9) < self.epoch
 
     def update_core(self):
         start = time.perf_counter()
@@ -43,6 +86,7 @@ class AccumulatingUpdater(training.updaters.StandardUpdater):
 
         model.cleargrads()
         summary = reporter_module.DictSummary()
+        bn_sums = None
         for _ in range(k):
             batch = iterator.next()
             x, t = self.converter(batch, self.input_device)
@@ -50,16 +94,34 @@ class AccumulatingUpdater(training.updaters.StandardUpdater):
             with reporter_module.report_scope(observation):
                 loss = model(x, t)
             summary.add(observation)
+            if k > 1 and self.bn_links:
+                stats = [a for link in self.bn_links for a in (link.avg_mean, link.avg_var)]
+                bn_sums = ([s.copy() for s in stats] if bn_sums is None
+                           else [s + a for s, a in zip(bn_sums, stats)])
             if k > 1:
                 loss = loss / k
             # Chainer adds into existing .grad: the microbatch gradients sum up.
             loss.backward(loss_scale=loss_scale)
             del loss
-        chainer.reporter.report(summary.compute_mean())
+        if bn_sums is not None:
+            stats = [a for link in self.bn_links for a in (link.avg_mean, link.avg_var)]
+            for a, s in zip(stats, bn_sums):
+                a[...] = s / k
+        chainer.reporter.report(self._global_mean(summary.compute_mean()))
         optimizer.update()   # the multi-node optimizer all-reduces, then steps
         took = time.perf_counter() - start
         self.update_seconds += took
         self.update_durations.append(took)
+
+    def _global_mean(self, means):
+        """This worker's means over its k microbatches -> the means over all workers'
+        groups (every group has per_worker samples, so that is the sample mean)."""
+        if self.comm is None or self.comm.size == 1:
+            return means
+        keys = sorted(means)
+        local = numpy.array([float(means[key]) for key in keys], numpy.float64)
+        total = self.comm.mpi_comm.allreduce(local) / self.comm.size
+        return dict(zip(keys, total.tolist()))
 
     def serialize(self, serializer):
         super().serialize(serializer)

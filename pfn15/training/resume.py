@@ -1,0 +1,203 @@
+"""`resume`: continue a run on any number of workers, and refuse to mix runs.
+
+`start(cfg, comm, run)` is called by every rank after `build`. Rank 0 looks at
+OUT/checkpoints and decides; every rank hears the verdict:
+
+* resume.mode=none and checkpoints present: refuse (exit 2) -- a fresh run
+  never deletes or continues another run's checkpoints.
+* resume.mode=auto, no checkpoint: start fresh.
+* the newest readable checkpoint was written under a config whose
+  trajectory-changing keys differ from this one, or on other data: refuse
+  (exit 2) with one line naming each key and both values, and the
+  `resume.allow_changed=...` that would accept the changes that can be
+  accepted. Keys in `NOT_TRAJECTORY` never block.
+* the run is already finished (the checkpoint's iteration reaches this
+  config's last iteration) and its summary.json exists: say so (exit 0) and
+  leave everything alone.
+* otherwise rank 0 broadcasts the checkpoint's arrays and every rank loads
+  them: the run continues exactly where it stopped, on any worker count whose
+  per-worker batch and microbatches divide the global batch.
+
+The comparison itself (`differences`, `refusal`) is pure and unit-tested.
+"""
+import os
+
+from pfn15 import config as config_module
+from pfn15.training import checkpoint
+
+# Config keys (or prefixes ending in '.') that do not change what the run
+# computes: where it writes, how it reports, how fast it decodes or talks,
+# and when it checkpoints. They may differ freely between a run and its resume.
+# (The eval period changes which log rows exist, not the weights.)
+NOT_TRAJECTORY = (
+    'name', 'out', 'resume.', 'checkpoint.',
+    'train.progress_bar', 'train.log_every', 'train.eval_every', 'train.check_finite',
+    'train.cpu_threads', 'train.keep_freed_memory', 'train.device',
+    'data.loader_workers', 'data.bad_images',
+    # The listing is compared by its fingerprint, not by where it lives.
+    'data.root', 'data.train_list', 'data.val_list',
+    'comm.name',
+    # Watchdog / stall timeouts (pfn15 issue 14) belong here when they arrive.
+    'watchdog.',
+)
+
+# Trajectory keys no override can accept: the checkpoint's iteration count
+# means samples under its batch plan, and its arrays have its model's shapes.
+CANNOT_CHANGE = ('batch.global', 'batch.schedule', 'model.arch', 'model.blocks_per_stage',
+                 'model.width', 'dataset.classes', 'dataset.train_size')
+
+
+class Refused(Exception):
+    """Resuming here would mix runs: exit 2 with this one line."""
+
+
+class Finished(Exception):
+    """The run in `out` is complete: exit 0 with this one line."""
+
+
+def _matches(key, patterns):
+    return any(key == p or (p.endswith('.') and key.startswith(p)) for p in patterns)
+
+
+def dataset_identity(meta):
+    return {'fingerprint': meta['fingerprint'], 'train_size': meta['train_size'],
+            'val_size': meta['val_size'], 'classes': meta['classes']}
+
+
+def identity(cfg, meta):
+    """What a checkpoint records about the run that wrote it."""
+    return {'config': cfg.to_dict(), 'dataset': dataset_identity(meta)}
+
+
+def differences(saved, current):
+    """[(key, saved value, current value)] of trajectory-changing differences.
+
+    A key the saved config lacks (written by an older pfn15) counts as the
+    current default, so adding a config key does not orphan old checkpoints.
+    """
+    defaults = config_module.dotted_keys(config_module.Config())
+    old = config_module.dotted_keys(saved['config'])
+    new = config_module.dotted_keys(current['config'])
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if _matches(key, NOT_TRAJECTORY):
+            continue
+        a = old.get(key, defaults.get(key))
+        b = new.get(key, defaults.get(key))
+        if _normal(a) != _normal(b):
+            out.append((key, a, b))
+    da, db = saved['dataset'], current['dataset']
+    for key in ('classes', 'train_size'):   # shapes, and what an iteration's samples mean
+        if da[key] != db[key]:
+            out.append(('dataset.' + key, da[key], db[key]))
+    if da['fingerprint'] != db['fingerprint']:
+        out.append((config_module.DATASET_KEY, _describe(da), _describe(db)))
+    return out
+
+
+def _normal(v):
+    # 8 and 8.0 are the same epochs; [[0, 128]] and [[0.0, 128]] the same schedule.
+    if isinstance(v, bool) or v is None or isinstance(v, str):
+        return v
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, (list, tuple)):
+        return [_normal(x) for x in v]
+    return v
+
+
+def _describe(d):
+    return '%d train / %d val images, %d classes, sha256 %s' % (
+        d['train_size'], d['val_size'], d['classes'], d['fingerprint'][:12])
+
+
+def refusal(diffs, allowed, where):
+    """The one line for the differences not in `allowed`, or None if all are allowed."""
+    blocking = [d for d in diffs if d[0] not in allowed or d[0] in CANNOT_CHANGE]
+    if not blocking:
+        return None
+    listed = '; '.join('%s: %s (checkpoint) -> %s (now)' % (k, _show(a), _show(b))
+                       for k, a, b in blocking)
+    fixed = [k for k, _, _ in blocking if k in CANNOT_CHANGE]
+    allowable = [k for k, _, _ in blocking if k not in CANNOT_CHANGE]
+    override = 'resume.allow_changed=%s' % ','.join(list(allowed) + allowable)
+    if fixed:
+        advice = ('%s cannot change within a run: use another out (or the run\'s own value%s)'
+                  % (', '.join(fixed), 's' if len(fixed) > 1 else ''))
+        if allowable:
+            advice += '; the other changes would need %s' % override
+    else:
+        advice = 'To continue it on purpose anyway, add %s; or use another out' % override
+    return '%s holds a run written under a different config: %s. %s.' % (where, listed, advice)
+
+
+def _show(v):
+    return '%g' % v if isinstance(v, float) else str(v)
+
+
+# ---------------------------------------------------------------- the collective part
+
+def _find(cfg, comm, current):
+    """Rank 0: the decision as (kind, payload); kinds: fresh, refused, finished, load."""
+    root = checkpoint.checkpoint_dir(cfg.out)
+    files, old = checkpoint.list_checkpoints(root)
+    if cfg.resume.mode == 'none':
+        if files or old:
+            newest = (files or old)[0]
+            return 'refused', (
+                'out %s already holds checkpoints of a run (newest: iteration %d); resume=none '
+                'never continues or deletes them: use another out, continue that run with '
+                'resume=auto, or remove %s yourself' % (cfg.out, newest, root))
+        return 'fresh', None
+    if not files and old:
+        return 'refused', (
+            '%s holds checkpoints in the per-rank layout of an older pfn15 (iter_%08d/rank_*.npz), '
+            'which this version cannot resume; use another out' % (root, old[0]))
+    for it in files:
+        path = checkpoint.checkpoint_path(root, it)
+        try:
+            arrays, saved = checkpoint.read(path)
+        except Exception as e:   # a torn or foreign file: try the one before
+            print('pfn15: warning: checkpoint %s is unreadable (%s: %s); trying an older one'
+                  % (path, type(e).__name__, e), flush=True)
+            continue
+        line = refusal(differences(saved, current), cfg.resume.allow_changed,
+                       'out %s (checkpoint at iteration %d)' % (cfg.out, it))
+        if line:
+            return 'refused', line
+        return 'load', (it, arrays)
+    if files:
+        print('pfn15: warning: no readable checkpoint in %s; starting fresh' % root, flush=True)
+    return 'fresh', None
+
+
+def start(cfg, comm, run):
+    """Resume `run` (built by pfn15.train.build) if `cfg` says so; return the
+    iteration resumed from, or None for a fresh start. Raises Refused / Finished."""
+    from chainer import serializers
+    from pfn15 import data
+
+    current = run.checkpointer.identity
+    decision = _find(cfg, comm, current) if comm.rank == 0 else None
+    kind, detail = comm.mpi_comm.bcast(
+        (decision[0], decision[1] if decision[0] != 'load' else decision[1][0])
+        if comm.rank == 0 else None, root=0)
+    if kind == 'refused':
+        raise Refused(detail)
+    if kind == 'fresh':
+        return None
+    iteration = detail
+    stop = run.trainer.stop_trigger.iterations
+    summary = os.path.join(cfg.out, 'summary.json')
+    finished = iteration >= stop and (os.path.exists(summary) if comm.rank == 0 else None)
+    if comm.mpi_comm.bcast(finished, root=0):
+        raise Finished(
+            'the run in %s is finished: its checkpoint is at iteration %d, the last of this '
+            'config (%.4g epochs); %s is kept. To train longer, raise train.epochs and add '
+            'resume.allow_changed=train.epochs' % (cfg.out, iteration,
+                                                     run.epochs.at(iteration), summary))
+    arrays = decision[1][1] if comm.rank == 0 else None
+    arrays, _ = data.bcast_arrays(comm.mpi_comm, (arrays, None) if comm.rank == 0 else None)
+    serializers.NpzDeserializer(arrays, strict=False).load(run.trainer)
+    run.checkpointer.last_saved = iteration
+    return iteration
