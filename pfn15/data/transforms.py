@@ -66,14 +66,16 @@ def seed(value):
 _bad_count = 0      # images this process replaced
 _warned = set()     # files this process has warned about
 _tallies = []       # tally files of the transforms this process made
+_data_error = None  # the first missing file (or other data error) met in this process
 
 
 def _remove_tallies():
     for path in _tallies:
-        try:
-            os.remove(path)
-        except OSError:
-            pass
+        for p in (path, path + '.error'):
+            try:
+                os.remove(p)
+            except OSError:
+                pass
 
 
 atexit.register(_remove_tallies)
@@ -89,6 +91,23 @@ def bad_image_count():
         except OSError:
             pass
     return n
+
+
+def first_data_error():
+    """The first data error (a missing file) met by this process or by the decoding
+    processes of the transforms it made; None if none. Missing is not corrupt:
+    a file listed but absent means the data on this node is not the data listed,
+    so the trainer stops every rank with exit 2 (DataCheck) instead of training
+    on stand-in images."""
+    if _data_error is not None:
+        return _data_error
+    for path in _tallies:
+        try:
+            with open(path + '.error') as f:
+                return f.read()
+        except OSError:
+            pass
+    return None
 
 
 # ---------------------------------------------------------------- geometry
@@ -198,8 +217,29 @@ class _Transform:
         try:
             x = self.apply(path, random_state())
         except BAD_IMAGE_ERRORS as e:
-            x = self._bad(path, e)
+            if self.bad_images != 'error' and isinstance(e, (FileNotFoundError,
+                                                             NotADirectoryError)):
+                x = self._missing(path)
+            else:
+                x = self._bad(path, e)
         return x, numpy.int32(label)
+
+    def _missing(self, path):
+        """Record the first missing file for DataCheck; a stand-in until the
+        iteration ends and every rank stops."""
+        global _data_error
+        message = ('data: file %s does not exist (missing, not corrupt: is the whole '
+                   'data set on this node?)' % path)
+        if os.getpid() == self._creator:
+            if _data_error is None:
+                _data_error = message
+        else:
+            try:   # 'x': the first decoding process to meet a missing file wins
+                with open(self._tally + '.error', 'x') as f:
+                    f.write(message)
+            except FileExistsError:
+                pass
+        return numpy.zeros((len(self.mean), self.crop_size, self.crop_size), numpy.float32)
 
     def _bad(self, path, error):
         global _bad_count

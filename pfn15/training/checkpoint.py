@@ -9,8 +9,17 @@ are kept.
 
 Resuming needs a checkpoint that *every* rank has and can read. Ranks may sit
 on node-local disks, so each rank lists its own files, the lists are
-intersected over MPI, and the newest candidate that every rank can read wins.
+intersected over MPI, and the newest candidate that every rank can read wins;
+a rank that lacks it or cannot read it is named, with its file and the reason.
+
+A write that fails on any rank (a full disk, a quota, an I/O error) fails on
+all: every rank removes its temporary file and its part of the new set, the
+earlier checkpoints stay, and CheckpointWriteError carries one line naming
+the rank, the file system's complaint and the size needed (exit 5). The
+kept sets are chosen from the sets every rank has, so they stay the same on
+all ranks.
 """
+import errno
 import os
 import re
 
@@ -23,6 +32,19 @@ from chainer.training import extension
 from pfn15.training.extensions import NonFiniteError
 
 _DIR = re.compile(r'^iter_(\d{8,})$')
+EXIT_CHECKPOINT_FAILED = 5
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written on some rank (raised on every rank)."""
+
+
+def _host():
+    return MPI.Get_processor_name()
+
+
+def _where(rank, host):
+    return 'rank %d on %s' % (rank, host)
 
 
 class Checkpointer(object):
@@ -59,17 +81,88 @@ class Checkpointer(object):
             arrays['pfn15_rng/%d/keys' % i] = keys
             arrays['pfn15_rng/%d/misc' % i] = numpy.array([pos, has_gauss, cached], numpy.float64)
         path = self._path(iteration)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = path + '.tmp-%d' % os.getpid()
-        with open(tmp, 'wb') as f:
-            numpy.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)   # atomic: readers see the old set or the new file, whole
+        error = self._write(path, arrays)
+        # One all-gather instead of a barrier: every rank learns whether all wrote
+        # their part, and which sets each has (for the garbage collection).
+        results = self.comm.mpi_comm.allgather((error, _host(), self._own_iterations()))
+        failed = [(r, e, h) for r, (e, h, _) in enumerate(results) if e]
+        if failed:
+            self._remove(iteration)   # an incomplete set is no checkpoint: free its space
+            r, e, h = failed[0]
+            nbytes = sum(a.nbytes for a in arrays.values() if hasattr(a, 'nbytes'))
+            kept = ('the checkpoint at iteration %d is kept' % self.last_saved
+                    if self.last_saved is not None else 'no earlier checkpoint was written')
+            raise CheckpointWriteError(
+                '%s while writing %s (needs about %.1f MB per rank; %s%s); %s'
+                % (e, os.path.dirname(path), nbytes / 1e6, _where(r, h),
+                   ' and %d other rank(s)' % (len(failed) - 1) if len(failed) > 1 else '',
+                   kept))
         self.last_saved = iteration
-        # Old ones go only once every rank has the new one.
-        self.comm.mpi_comm.Barrier()
-        self._collect_garbage()
+        # Old ones go only once every rank has the new one; the sets to keep are
+        # the newest that *every* rank has, so all ranks keep the same ones.
+        common = set(results[0][2])
+        for _, _, its in results[1:]:
+            common &= set(its)
+        keep = set(sorted(common)[-self.keep:])
+        for it in self._own_iterations():
+            if it not in keep and it < iteration:
+                self._remove(it)
+
+    def _write(self, path, arrays):
+        """Write `path` through a temporary file; None, or what went wrong (the
+        temporary file removed)."""
+        tmp = path + '.tmp-%d' % os.getpid()
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(tmp, 'wb') as f:
+                numpy.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)   # atomic: readers see the old set or the new file, whole
+            return None
+        except OSError as e:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+            if e.errno == errno.ENOSPC:
+                return 'no space left on device'
+            if e.errno == errno.EDQUOT:
+                return 'disk quota exceeded'
+            return '%s (%s)' % (e.strerror or e, e.filename or tmp)
+
+    def _remove(self, iteration):
+        path = self._path(iteration)
+        for p in [path] + [os.path.join(os.path.dirname(path), n)
+                           for n in _listdir(os.path.dirname(path))
+                           if n.startswith(os.path.basename(path) + '.tmp-')]:
+            try:
+                os.remove(p)
+            except OSError:
+                pass
+        try:   # the last rank out removes the folder (ranks may share it)
+            os.rmdir(os.path.dirname(path))
+        except OSError:
+            pass
+
+    def save_emergency(self):
+        """Called by the watchdog thread when a stop signal comes while the job is
+        stalled: write the last completed iteration if this format allows, and
+        say what happened (one clause).
+
+        Today's format has one file per rank, so a healthy rank cannot write the
+        part of a stuck one: nothing new can be written. A world-size-independent
+        format (one state, written by one rank) would save a copy of the state
+        taken at the end of the last iteration here.
+        """
+        newest = self.last_saved
+        if newest is None:
+            its = self._own_iterations()
+            newest = its[-1] if its else None
+        return ('no checkpoint could be written (every rank writes its own part, and a '
+                'stalled rank cannot); %s'
+                % ('the checkpoint at iteration %d is kept' % newest if newest is not None
+                   else 'none was written before'))
 
     def _own_iterations(self):
         found = []
@@ -80,15 +173,6 @@ class Checkpointer(object):
                     found.append(int(m.group(1)))
         return sorted(found)
 
-    def _collect_garbage(self):
-        for it in self._own_iterations()[:-self.keep]:
-            path = self._path(it)
-            os.remove(path)
-            try:   # the last rank out removes the folder (ranks may share it)
-                os.rmdir(os.path.dirname(path))
-            except OSError:
-                pass
-
     # ------------------------------------------------------------ resuming
     def latest_common(self):
         """Iterations (newest first) that every rank has a file for."""
@@ -98,23 +182,46 @@ class Checkpointer(object):
             common &= set(lst)
         return sorted(common, reverse=True)
 
-    def _readable(self, iteration):
+    def _unreadable(self, iteration):
+        """None if this rank's file of `iteration` reads whole, else why not."""
         try:
             with numpy.load(self._path(iteration)) as npz:
                 for key in npz.files:
                     npz[key]   # reads and CRC-checks every array
-            return True
-        except Exception:
-            return False
+            return None
+        except Exception as e:
+            return '%s: %s' % (type(e).__name__, str(e).splitlines()[0] if str(e) else '')
+
+    def _say(self, text):
+        if self.comm.rank == 0:
+            print('pfn15: %s' % text, flush=True)
 
     def resume(self, trainer):
         """Load the newest checkpoint every rank can read; return its iteration or None."""
-        for iteration in self.latest_common():
-            ok = self.comm.mpi_comm.allreduce(int(self._readable(iteration)), op=MPI.MIN)
-            if not ok:
-                if self.comm.rank == 0:
-                    print('pfn15: checkpoint at iteration %d is unreadable on some rank; '
-                          'trying an older one' % iteration, flush=True)
+        lists = self.comm.mpi_comm.allgather((_host(), self._own_iterations()))
+        everyone = set().union(*(set(its) for _, its in lists))
+        common = sorted(set.intersection(*(set(its) for _, its in lists)), reverse=True)
+        for iteration in sorted(everyone, reverse=True):
+            if common and iteration <= common[0]:
+                break
+            lacking = [r for r, (_, its) in enumerate(lists) if iteration not in its]
+            self._say('checkpoint at iteration %d is incomplete: %s has no %s; trying an '
+                      'older one' % (iteration, _where(lacking[0], lists[lacking[0]][0])
+                                     + (' (and %d more ranks)' % (len(lacking) - 1)
+                                        if len(lacking) > 1 else ''),
+                                     self._path(iteration).replace(
+                                         'rank_%d.npz' % self.comm.rank,
+                                         'rank_%d.npz' % lacking[0])))
+        for iteration in common:
+            problems = self.comm.mpi_comm.allgather((self._unreadable(iteration),
+                                                     self._path(iteration)))
+            bad = [(r, p) for r, p in enumerate(problems) if p[0]]
+            if bad:
+                r, (why, path) = bad[0]
+                self._say('checkpoint at iteration %d is unreadable on %s: %s: %s%s; trying '
+                          'an older one' % (iteration, _where(r, lists[r][0]), path, why,
+                                            ' (and on %d more ranks)' % (len(bad) - 1)
+                                            if len(bad) > 1 else ''))
                 continue
             with numpy.load(self._path(iteration)) as npz:
                 serializers.NpzDeserializer(npz).load(trainer)
@@ -146,3 +253,10 @@ class CheckpointExtension(extension.Extension):
 
     def __call__(self, trainer):
         self.checkpointer.save(trainer)
+
+
+def _listdir(path):
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
