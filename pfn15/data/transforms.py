@@ -229,7 +229,7 @@ class _Transform:
         iteration ends and every rank stops."""
         global _data_error
         message = ('data: file %s does not exist (missing, not corrupt: is the whole '
-                   'data set on this node?)' % path)
+                   'data set on this node?)' % os.path.abspath(path))
         if os.getpid() == self._creator:
             if _data_error is None:
                 _data_error = message

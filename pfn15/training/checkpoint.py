@@ -22,6 +22,7 @@ all ranks.
 import errno
 import os
 import re
+import zipfile
 
 from mpi4py import MPI
 import numpy
@@ -115,7 +116,7 @@ class Checkpointer(object):
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(tmp, 'wb') as f:
-                numpy.savez(f, **arrays)
+                _savez(f, arrays)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)   # atomic: readers see the old set or the new file, whole
@@ -260,3 +261,14 @@ def _listdir(path):
         return os.listdir(path)
     except OSError:
         return []
+
+
+def _savez(f, arrays):
+    """numpy.savez, with the zip archive closed (not left to the garbage collector)
+    when a write fails: a full disk then gives one error, not a second one from
+    ZipFile.__del__ after the file is gone."""
+    with zipfile.ZipFile(f, mode='w', compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for key, value in arrays.items():
+            with zf.open(key + '.npy', 'w', force_zip64=True) as member:
+                numpy.lib.format.write_array(member, numpy.asanyarray(value),
+                                             allow_pickle=True)
