@@ -59,8 +59,9 @@ class Checkpointer(object):
         self.random_states = list(random_states)
         self.last_saved = None
 
-    def _path(self, iteration):
-        return os.path.join(self.root, 'iter_%08d' % iteration, 'rank_%d.npz' % self.comm.rank)
+    def _path(self, iteration, rank=None):
+        return os.path.join(self.root, 'iter_%08d' % iteration, 'rank_%d.npz'
+                            % (self.comm.rank if rank is None else rank))
 
     # ------------------------------------------------------------ saving
     def save(self, trainer):
@@ -201,19 +202,16 @@ class Checkpointer(object):
         """Load the newest checkpoint every rank can read; return its iteration or None."""
         lists = self.comm.mpi_comm.allgather((_host(), self._own_iterations()))
         everyone = set().union(*(set(its) for _, its in lists))
-        common = sorted(set.intersection(*(set(its) for _, its in lists)), reverse=True)
         for iteration in sorted(everyone, reverse=True):
-            if common and iteration <= common[0]:
-                break
             lacking = [r for r, (_, its) in enumerate(lists) if iteration not in its]
-            self._say('checkpoint at iteration %d is incomplete: %s has no %s; trying an '
-                      'older one' % (iteration, _where(lacking[0], lists[lacking[0]][0])
-                                     + (' (and %d more ranks)' % (len(lacking) - 1)
-                                        if len(lacking) > 1 else ''),
-                                     self._path(iteration).replace(
-                                         'rank_%d.npz' % self.comm.rank,
-                                         'rank_%d.npz' % lacking[0])))
-        for iteration in common:
+            if lacking:
+                r = lacking[0]
+                self._say('checkpoint at iteration %d is incomplete: %s has no %s%s; trying '
+                          'an older one' % (iteration, _where(r, lists[r][0]),
+                                            self._path(iteration, r),
+                                            ' (nor have %d more ranks theirs)' % (len(lacking) - 1)
+                                            if len(lacking) > 1 else ''))
+                continue
             problems = self.comm.mpi_comm.allgather((self._unreadable(iteration),
                                                      self._path(iteration)))
             bad = [(r, p) for r, p in enumerate(problems) if p[0]]
