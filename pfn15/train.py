@@ -16,13 +16,20 @@ non-finite loss/gradients; 4 stalled (the watchdog names the rank); 5 a
 checkpoint could not be written (disk full...); 130 a second Ctrl-C. Any other
 error aborts all ranks (MPI_Abort). Every stop is one line from rank 0.
 """
-import argparse
-import atexit
-import multiprocessing
-import os
-import statistics
-import sys
-import time
+if __name__ == '__main__':
+    # The very first thing a rank does: from here on a stop signal (the SLURM
+    # time-limit warning during a slow start) is caught, not fatal. main()
+    # installs them too, for callers that import this module.
+    from pfn15.training import signals as _signals
+    _signals.install()
+
+import argparse  # noqa: E402
+import atexit  # noqa: E402
+import multiprocessing  # noqa: E402
+import os  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
 
 os.environ.setdefault('MPLBACKEND', 'Agg')   # PlotReport on nodes without a display
 

@@ -297,10 +297,26 @@ def test_ctrl_c_once_checkpoints_twice_stops_at_once(tmp_path):
     assert leftovers(out) == []
 
 
+def catches(pid, sig):
+    """Whether `pid` has a handler for `sig` (the caught-signal mask in /proc)."""
+    try:
+        with open('/proc/%d/status' % pid) as f:
+            mask = [l for l in f if l.startswith('SigCgt:')][0].split()[1]
+    except (OSError, IndexError):
+        return False
+    return bool(int(mask, 16) & (1 << (int(sig) - 1)))
+
+
 def test_sigusr1_during_start_up_exits_0(tmp_path):
+    """As soon as a rank catches SIGUSR1 (the first line of pfn15.train, before
+    Chainer, MPI and the data), the signal stops the job cleanly: exit 0."""
     out = str(tmp_path / 'early')
     proc = launch(*[([DEMO, 'out=' + out, 'train.progress_bar=false'], None, None)] * 2)
     for pid in wait_ranks(out, 2, proc):
+        t0 = time.time()
+        while not catches(pid, signal.SIGUSR1):
+            assert time.time() - t0 < 30, 'rank %d never caught SIGUSR1' % pid
+            time.sleep(0.001)
         os.kill(pid, signal.SIGUSR1)
     rc, stdout, err = finish(proc, 60)
     assert rc == 0, err
