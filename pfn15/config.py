@@ -166,7 +166,8 @@ class TrainConfig:
     # Seconds without progress on any rank (no microbatch, all-reduce, evaluation
     # batch or checkpoint step) before the watchdog names the stuck rank(s) and
     # aborts the job (exit 4). Start-up, the first iterations, the first
-    # evaluation and the first checkpoint get 3x this. Sized for a ResNet-50
+    # evaluation and the first checkpoint get up to 3x this, at most 45 s more
+    # (so any stall ends the job within stall_timeout + 60 s). Sized for a ResNet-50
     # microbatch or evaluation batch on a slow node, with room to spare.
     stall_timeout: float = field(default=300.0, metadata={'min': 1.0})
 

@@ -90,6 +90,7 @@ def leftovers(marker):
 
 # ---------------------------------------------------------------- a stalled rank
 
+@pytest.mark.slow
 @pytest.mark.parametrize('victim', [1, 0], ids=['rank1', 'rank0'])
 def test_a_stopped_rank_is_named_and_the_job_ends(tmp_path, victim):
     """kill -STOP one rank of 3 (a node stuck on NFS): the watchdog names it and its
@@ -160,6 +161,7 @@ def _jpeg_args(root, out, *extra):
             'train.progress_bar=false'] + list(extra)
 
 
+@pytest.mark.slow
 def test_images_missing_on_one_node_stop_every_rank(tmp_path):
     """An empty mount over train/ on rank 1's node: rank 0 lists the files, rank 1
     finds them missing. Exit 2 naming rank 1, its host and the first missing file."""
@@ -179,6 +181,7 @@ def test_images_missing_on_one_node_stop_every_rank(tmp_path):
     assert not os.path.exists(tmp_path / 'out' / 'summary.json')
 
 
+@pytest.mark.slow
 def test_a_flood_of_corrupt_images_is_an_error(tmp_path):
     root = str(tmp_path / 'synth')
     synthetic.write_tree(root, classes=2, train=16, val=4, size=40, seed=0)
@@ -223,6 +226,7 @@ def _dir_bytes(path):
     return sum(os.path.getsize(p) for p in glob.glob(os.path.join(path, '*')))
 
 
+@pytest.mark.slow
 def test_full_disk_loses_nothing_and_says_so(small_disk, tmp_path):
     common = ['train.progress_bar=false', 'checkpoint.every=3', 'checkpoint.keep=3']
     # One checkpoint's size, measured.
@@ -267,6 +271,7 @@ def test_full_disk_loses_nothing_and_says_so(small_disk, tmp_path):
 
 # ---------------------------------------------------------------- signals
 
+@pytest.mark.slow
 def test_ctrl_c_once_checkpoints_twice_stops_at_once(tmp_path):
     # Once, as a terminal sends it: to mpiexec's whole process group.
     out = str(tmp_path / 'once')
@@ -328,6 +333,7 @@ def test_sigusr1_during_start_up_exits_0(tmp_path):
 
 # ---------------------------------------------------------------- checkpoint trouble
 
+@pytest.mark.slow
 def test_checkpoint_trouble_is_named_and_kept_sets_agree(tmp_path):
     out = str(tmp_path / 'ck')
     common = ['out=' + out, 'train.progress_bar=false', 'checkpoint.every=5',

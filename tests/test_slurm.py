@@ -54,9 +54,16 @@ def submit(slurm, out_dir):
 
 def wait_done(slurm, job_id, log, restarts=0, timeout=JOB_TIMEOUT):
     t0 = time.time()
+    released = False
     while True:
         job = slurm.job(job_id)
         state = job.get('JobState')
+        if (state == 'PENDING' and job.get('Reason') == 'BeginTime'
+                and int(job.get('Restarts', 0)) >= 1 and not released):
+            # slurmctld holds a requeued job for two minutes before it may start
+            # again; a site's queue would too. Let it start now.
+            slurm.run(['scontrol', 'update', 'JobId=%s' % job_id, 'StartTime=now'])
+            released = True
         if state in ('COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL', 'OUT_OF_MEMORY'):
             if state != 'COMPLETED' or int(job.get('Restarts', 0)) >= restarts:
                 return job, read(log)

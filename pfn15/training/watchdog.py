@@ -12,10 +12,10 @@ check and PyTorch's NCCL watchdog do:
 * every `interval` each rank's thread sends rank 0 a heartbeat (progress
   count, iteration and phase, e.g. 'iteration 12: gradient all-reduce', and
   any stop signal it caught); rank 0's thread answers every rank with a pulse;
-* when no rank has progressed for `train.stall_timeout` seconds (x
-  `startup_factor` during start-up, the first iterations, the first
-  evaluation and the first checkpoint; at most 60 s once a stop signal is
-  pending), rank 0 prints one line naming the ranks that stopped answering
+* when no rank has progressed for `train.stall_timeout` seconds (up to
+  `startup_factor` x, but at most 45 s more, during start-up, the first
+  iterations, the first evaluation and the first checkpoint; at most 60 s
+  once a stop signal is pending), rank 0 prints one line naming the ranks that stopped answering
   (or, if all answer, those behind the others) with their hosts, and where
   the others wait, and calls MPI_Abort(4): the launcher ends every rank, the
   stopped ones included;
@@ -27,6 +27,7 @@ after `emergency_save()` (a checkpoint of the last completed iteration, if
 the checkpoint format lets a healthy rank write one) or a line saying why
 none could be written.
 """
+import socket
 import sys
 import threading
 import time
@@ -35,6 +36,7 @@ EXIT_STALLED = 4
 HEARTBEAT_TAG = 31415
 PULSE_TAG = 31416
 PREEMPT_GRACE = 60.0
+SLOW_EXTRA = 45.0
 
 
 class Watchdog(object):
@@ -56,6 +58,7 @@ class Watchdog(object):
         self.slow = True                 # a phase that may take startup_factor x longer
         self.emergency_save = None       # callable -> one line, set by train.py
         self._stop = threading.Event()
+        self._stop_r, self._stop_w = socket.socketpair()   # wakes the thread to stop
         self._thread = None
         self._out = {}                   # destination -> pending send request
         # Rank 0's view of every rank: progress, phase, slow, signal, last heard.
@@ -88,25 +91,57 @@ class Watchdog(object):
         self._thread.start()
         return self
 
-    def stop(self):
-        """End the thread (before MPI_Finalize; no MPI call from it after this returns)."""
+    def stop(self, timeout=10.0):
+        """End the thread (before MPI_Finalize; no MPI call from it after this returns),
+        then say goodbye: every rank stops at the same point (the end of training, a
+        collective exit), and each receives the others' last messages up to their
+        'bye' (messages from one sender arrive in order), so none is left unreceived
+        for the MPI library to warn about at finalize. Bounded by `timeout`."""
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
-        self._thread = None
+        try:
+            self._stop_w.send(b'x')
+        except OSError:
+            pass
+        thread, self._thread = self._thread, None
+        if thread is None or thread is threading.current_thread():
+            return
+        thread.join()
+        deadline = time.monotonic() + timeout
+        try:
+            if self.rank == 0:
+                for r in range(1, self.size):
+                    self._send(r, PULSE_TAG, None, wait_until=deadline)
+                self._drain(HEARTBEAT_TAG, set(range(1, self.size)), deadline)
+            else:
+                self._send(0, HEARTBEAT_TAG, None, wait_until=deadline)
+                self._drain(PULSE_TAG, {0}, deadline)
+            for req in self._out.values():
+                while not req.Test() and time.monotonic() < deadline:
+                    time.sleep(0.001)
+        except Exception:
+            pass
+
+    def _drain(self, tag, senders, deadline):
+        """Receive on `tag` until every one of `senders` has said bye (None)."""
+        while senders and time.monotonic() < deadline:
+            got = False
+            for src, payload in self._receive(tag):
+                got = True
+                if payload is None:
+                    senders.discard(src)
+            if not got:
+                time.sleep(0.001)
 
     # ------------------------------------------------------------ the thread
     def _run(self):
         import select
         from pfn15.training import signals
         wake = signals.wakeup_socket()
+        watched = [self._stop_r] + ([wake] if wake is not None else [])
         while not self._stop.is_set():
-            if wake is not None:
-                ready, _, _ = select.select([wake], [], [], self.interval)
-                if ready:
-                    signals.drain_wakeup()
-            else:
-                time.sleep(self.interval)
+            ready, _, _ = select.select(watched, [], [], self.interval)
+            if wake is not None and wake in ready:
+                signals.drain_wakeup()
             if self._stop.is_set():
                 break
             try:
@@ -121,10 +156,12 @@ class Watchdog(object):
                       file=sys.stderr, flush=True)
                 return
 
-    def _send(self, dest, tag, payload):
+    def _send(self, dest, tag, payload, wait_until=None):
         req = self._out.get(dest)
-        if req is not None and not req.Test():
-            return   # the last one is still in flight (a stopped peer): do not pile up
+        while req is not None and not req.Test():
+            if wait_until is None or time.monotonic() > wait_until:
+                return   # the last one is still in flight (a stopped peer): do not pile up
+            time.sleep(0.001)
         self._out[dest] = self.world.isend(payload, dest=dest, tag=tag)
 
     def _receive(self, tag):
@@ -134,7 +171,11 @@ class Watchdog(object):
             yield status.Get_source(), self.world.recv(source=status.Get_source(), tag=tag)
 
     def _allowance(self, slow, signal):
-        t = self.stall_timeout * (self.startup_factor if slow else 1.0)
+        # Slow phases get up to startup_factor x, but at most 45 s more: a job
+        # stalled anywhere still ends within stall_timeout + 60 s.
+        t = self.stall_timeout
+        if slow:
+            t += min((self.startup_factor - 1.0) * self.stall_timeout, SLOW_EXTRA)
         if signal is not None:
             t = min(t, PREEMPT_GRACE)
         return t
@@ -144,6 +185,8 @@ class Watchdog(object):
         now = time.monotonic()
         self._seen[0] = (self.progress, self.position, self.phase, self.slow, own_signal, now)
         for src, beat in self._receive(HEARTBEAT_TAG):
+            if beat is None:
+                continue
             self.hosts[src] = beat[0]
             self._seen[src] = tuple(beat[1:]) + (now,)
         for r in range(1, self.size):
@@ -197,7 +240,10 @@ class Watchdog(object):
         now = time.monotonic()
         self._send(0, HEARTBEAT_TAG, (self.hosts[self.rank], self.progress, self.position,
                                       self.phase, self.slow, own_signal))
-        for _, (host, progress, phase, slow) in self._receive(PULSE_TAG):
+        for _, pulse in self._receive(PULSE_TAG):
+            if pulse is None:
+                continue
+            host, progress, phase, slow = pulse
             self.hosts[0] = host
             self._pulse = (now, progress, phase, slow)
         heard, _, phase, slow = self._pulse
