@@ -188,8 +188,11 @@ def check_room(world, hosts, out, per_rank_bytes, copies=2):
         st = os.statvfs(out)
         device = os.stat(out).st_dev
     except OSError as e:
-        return 'out: cannot check the free space of %s: %s' % (out, e.strerror or e)
-    keys = world.allgather((hosts[world.rank], device))
+        st, device, error = None, None, 'out: cannot check the free space of %s: %s' % (
+            out, e.strerror or e)
+    keys = world.allgather((hosts[world.rank], device))   # on every rank, whatever happened
+    if st is None:
+        return error
     sharing = keys.count(keys[world.rank])
     free = st.f_bavail * st.f_frsize
     need = copies * per_rank_bytes * sharing
