@@ -323,8 +323,11 @@ def attach(watchdog, trainer, comm, checkpointer, evaluator_name='validation'):
         return out
     comm.multi_node_mean_grad = ticking_mean_grad
 
-    evaluator = trainer.get_extension(evaluator_name) if evaluator_name else None
-    if evaluator is not None:
+    try:
+        evaluator = trainer.get_extension(evaluator_name)
+    except ValueError:   # no evaluator: the ticks around it say 'extensions'
+        evaluator = None
+    if evaluator is not None and hasattr(evaluator, 'converter'):
         batches = {'n': 0}
 
         def on_eval_batch():
