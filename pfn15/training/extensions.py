@@ -251,8 +251,9 @@ class DataCheck(object):
     """The data's health, judged on every rank at once (see PreemptionHandler).
 
     Each rank contributes two numbers to the per-iteration all-reduce: whether
-    its decoders met a file that does not exist (or a bad image with
-    data.bad_images=error), and how many corrupt images they skipped. A
+    its decoders met a file that does not exist, and how many corrupt images
+    they skipped. (With data.bad_images=error the decoder raises at once; the
+    rank that met it names itself and aborts the job, see train.py.) A
     missing file anywhere, or more skipped images than `max_bad_fraction` of
     the training images seen, stops every rank with one DataError naming the
     rank, host and file.
