@@ -196,6 +196,14 @@ def test_a_flood_of_corrupt_images_is_an_error(tmp_path):
     assert r.returncode == 2, r.stderr
     assert 'corrupt images were skipped' in line and 'data.max_bad_fraction=0.001' in line
 
+    # data.bad_images=error: the first one stops every rank (it is met in a
+    # decoding process or thread, where an exception would break one rank alone).
+    r = train(2, *_jpeg_args(root, str(tmp_path / 'out2'), 'train.epochs=3',
+                             'data.bad_images=error'), timeout=180)
+    line = one_error(r.stderr)
+    assert r.returncode == 2, r.stderr
+    assert 'bad image %s' % os.path.join(root, 'train') in line and 'on %s' % HOST in line
+
 
 # ---------------------------------------------------------------- full disk
 

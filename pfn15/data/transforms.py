@@ -23,6 +23,7 @@ import os
 import struct
 import sys
 import tempfile
+import threading
 
 import numpy
 from PIL import Image
@@ -227,9 +228,12 @@ class _Transform:
     def _missing(self, path):
         """Record the first missing file for DataCheck; a stand-in until the
         iteration ends and every rank stops."""
+        return self._record(
+            'data: file %s does not exist (missing, not corrupt: is the whole data set '
+            'on this node?)' % os.path.abspath(path))
+
+    def _record(self, message):
         global _data_error
-        message = ('data: file %s does not exist (missing, not corrupt: is the whole '
-                   'data set on this node?)' % os.path.abspath(path))
         if os.getpid() == self._creator:
             if _data_error is None:
                 _data_error = message
@@ -245,8 +249,15 @@ class _Transform:
         global _bad_count
         reason = '%s: %s' % (type(error).__name__, error)
         if self.bad_images == 'error':
-            raise DataError('bad image %s (%s); set data.bad_images=skip to skip such files'
-                            % (path, reason)) from error
+            message = ('bad image %s (%s); set data.bad_images=skip to skip such files'
+                       % (os.path.abspath(path), reason))
+            if (os.getpid() != self._creator
+                    or threading.current_thread() is not threading.main_thread()):
+                # A decoding process or thread: an exception here would break
+                # Chainer's MultiprocessIterator on this rank alone; recorded,
+                # DataCheck stops every rank at the end of the iteration.
+                return self._record('data: ' + message)
+            raise DataError(message) from error
         if path not in _warned:
             _warned.add(path)
             print('pfn15: warning: skipping bad image %s (%s); a mean image stands in'
