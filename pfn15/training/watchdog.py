@@ -270,8 +270,12 @@ class Watchdog(object):
             return 'no checkpoint could be written (%s: %s)' % (type(e).__name__, e)
 
     def _abort(self, text):
+        # On MPI_COMM_WORLD, not our duplicate: MPICH's mpiexec then reliably
+        # reports the abort's status (with the duplicate it sometimes reported
+        # the SIGKILL it sent the stopped rank, 9).
         print('pfn15: error: %s' % text, file=sys.stderr, flush=True)
-        self.world.Abort(EXIT_STALLED)
+        from mpi4py import MPI
+        MPI.COMM_WORLD.Abort(EXIT_STALLED)
 
 
 # ---------------------------------------------------------------- the main thread's ticks
@@ -335,6 +339,14 @@ def attach(watchdog, trainer, comm, checkpointer, evaluator_name='validation'):
             watchdog.tick('evaluation batch %d' % batches['n'], updater.iteration,
                           slow=state['evaluations'] == 0)
         evaluator.converter = _TickingConverter(evaluator.converter, on_eval_batch)
+        local = getattr(evaluator, '_mn_original_evaluate', None)
+        if local is not None:   # ChainerMN's evaluator: local batches, then an all-reduce
+            def ticking_local():
+                out = local()
+                watchdog.tick('evaluation all-reduce', updater.iteration,
+                              slow=state['evaluations'] == 0)
+                return out
+            evaluator._mn_original_evaluate = ticking_local
         evaluate = evaluator.evaluate
 
         def ticking_evaluate():
