@@ -211,7 +211,7 @@ class Watchdog(object):
         parts = []
         if silent:
             for r in silent:
-                parts.append('%s stopped answering %.0f s ago (last at %s)'
+                parts.append('%s stopped answering %.0f s ago (last heard at %s)'
                              % (where([r], self.hosts), now - self._seen[r][5],
                                 self._seen[r][2]))
             culprits = silent
@@ -253,7 +253,7 @@ class Watchdog(object):
         if now - heard > allowance:
             from pfn15.training import signals
             from pfn15.training.startup import where
-            text = ('stalled: %s stopped answering %.0f s ago (last at %s); %s waits at %s'
+            text = ('stalled: %s stopped answering %.0f s ago (last heard at %s); %s waits at %s'
                     % (where([0], self.hosts), now - heard, phase,
                        where([self.rank], self.hosts), self.phase))
             if own_signal is not None:
