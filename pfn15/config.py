@@ -62,7 +62,12 @@ class DataConfig:
     # Decoding processes per rank (MultiprocessIterator); 0 = decode in the main process.
     loader_workers: int = field(default=4, metadata={'min': 0})
     # A corrupt or unreadable image: 'skip' (counted in the log) or 'error' (stop).
+    # A file that does not exist is never skipped: missing data stops the job (exit 2).
     bad_images: str = field(default='skip', metadata=_choices('skip', 'error'))
+    # More skipped images than this fraction of the training images seen is a data
+    # error (exit 2), judged once 10 / max_bad_fraction images or an epoch are seen;
+    # 0 = no limit.
+    max_bad_fraction: float = field(default=0.001, metadata={'min': 0.0, 'max': 1.0})
     # digits only: fraction held out for validation, and upscaling of the 8x8 images.
     val_fraction: float = field(default=0.2, metadata={'min': 0.0, 'max': 0.9})
     image_size: int = field(default=8, metadata={'min': 8})
@@ -161,6 +166,13 @@ class TrainConfig:
     # GPU: stop (exit 2) instead of warning when cuDNN is off and convolutions
     # would run as im2col + GEMM (pfn15/env.py check_cudnn; `python -m pfn15.env`).
     require_cudnn: bool = False
+    # Seconds without progress on any rank (no microbatch, all-reduce, evaluation
+    # batch or checkpoint step) before the watchdog names the stuck rank(s) and
+    # aborts the job (exit 4). Start-up, the first iterations, the first
+    # evaluation and the first checkpoint get up to 3x this, at most 45 s more
+    # (so any stall ends the job within stall_timeout + 60 s). Sized for a ResNet-50
+    # microbatch or evaluation batch on a slow node, with room to spare.
+    stall_timeout: float = field(default=300.0, metadata={'min': 1.0})
 
 
 @dataclass

@@ -10,21 +10,34 @@ accumulating updater, the trainer and its extensions, resume, run, summary.
 The recipe pieces live in their own modules (schedules, optimizers, bn,
 data/order.py, training/).
 
-Exit status: 0 done (or preempted with a checkpoint written, or the run in
-`out` already finished), 2 bad config or data, or `out` holding a different
-run (pfn15/training/resume.py), 3 non-finite loss/gradients; any other error
-aborts all ranks (MPI_Abort).
+Exit status: 0 done, or stopped by SIGTERM/SIGUSR1/a first Ctrl-C (with a
+checkpoint, or before training started); 2 bad config or data (missing files,
+too many corrupt images, no room for checkpoints), found on any rank, or `out`
+holding a different run (pfn15/training/resume.py); 3 non-finite
+loss/gradients; 4 stalled (the watchdog names the rank); 5 a
+checkpoint could not be written (disk full...); 130 a second Ctrl-C. Any other
+error aborts all ranks (MPI_Abort). Every stop is one line from rank 0.
 """
-import argparse
-import multiprocessing
-import os
-import statistics
-import sys
-import time
+if __name__ == '__main__':
+    # The very first thing a rank does: from here on a stop signal (the SLURM
+    # time-limit warning during a slow start) is caught, not fatal. main()
+    # installs them too, for callers that import this module.
+    from pfn15.training import signals as _signals
+    _signals.install()
+
+import argparse  # noqa: E402
+import atexit  # noqa: E402
+import multiprocessing  # noqa: E402
+import os  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
 
 os.environ.setdefault('MPLBACKEND', 'Agg')   # PlotReport on nodes without a display
 
-from pfn15 import config as config_module  # noqa: E402
+from pfn15.training import signals, startup  # noqa: E402  (standard library only)
+
+fail = startup.fail
 
 
 def parse_args(argv):
@@ -37,43 +50,7 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def fail(rank, status, message):
-    """One readable line from rank 0, the same exit status on every rank."""
-    if rank == 0:
-        print('pfn15: error: %s' % message, file=sys.stderr, flush=True)
-    sys.exit(status)
-
-
-def launcher_rank():
-    """This process's rank as the MPI launcher tells it, before MPI is initialized."""
-    for var in ('PMI_RANK', 'OMPI_COMM_WORLD_RANK', 'PMIX_RANK', 'MV2_COMM_WORLD_RANK',
-                'SLURM_PROCID'):
-        if os.environ.get(var, '').isdigit():
-            return int(os.environ[var])
-    return 0
-
-
-def load_config(args):
-    """Parse and validate the config before MPI starts (every rank reaches the same verdict)."""
-    try:
-        return config_module.load(args.config, args.overrides)
-    except config_module.ConfigError as e:
-        fail(launcher_rank(), 2, str(e))
-
-
-def check_world(cfg, world):
-    """The checks that need the world: the batch over its size, the output directory."""
-    error = None
-    try:
-        config_module.validate(cfg, workers=world.size, check_paths=False)
-        if world.rank == 0:
-            config_module.check_output_dir(cfg.out)
-    except config_module.ConfigError as e:
-        error = str(e)
-    # Rank 0 alone probes the output directory; everyone hears its verdict.
-    first = next((e for e in world.allgather(error) if e), None)
-    if first:
-        fail(world.rank, 2, first)
+fail = startup.fail
 
 
 def use_forkserver():
@@ -180,7 +157,11 @@ def build(cfg, comm):
     checkpointer = checkpoint.Checkpointer(cfg.out, comm, model, resume.identity(cfg, meta),
                                            keep=cfg.checkpoint.keep)
     trainer.extend(checkpoint.CheckpointExtension(checkpointer, cfg.checkpoint.every, stop))
-    trainer.extend(X.PreemptionHandler(comm, checkpointer))
+    # Stop signals, missing files and too many corrupt images: one all-reduce per
+    # iteration tells every rank, so all stop together (before the checkpoint).
+    trainer.extend(X.PreemptionHandler(comm, checkpointer, X.DataCheck(
+        cfg.data.max_bad_fraction, meta['train_size'], epochs)
+        if cfg.data.dataset == 'imagenet' else None))
 
     log_trigger = X.EpochTrigger(1, epochs, stop)
     if cfg.data.dataset == 'imagenet':
@@ -246,21 +227,36 @@ def summarize(cfg, comm, run, wall_seconds, resumed_from):
 
 
 def main(argv=None):
+    signals.install()   # first: from here on a stop signal is never lost
     start = time.time()
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    cfg = load_config(args)
-    if cfg.data.dataset == 'imagenet' and cfg.data.loader_workers > 0:
+    # Every start-up check gives a verdict instead of exiting, so no rank leaves
+    # the others waiting: the verdicts meet in startup.agree (exit 2, one line).
+    cfg, error = startup.load_config(args)
+    if cfg is not None and cfg.data.dataset == 'imagenet' and cfg.data.loader_workers > 0:
         use_forkserver()   # before MPI starts
     # Not imported at the top: the forkserver imports this module, and must
     # not initialize MPI.
     from mpi4py import MPI
-    check_world(cfg, MPI.COMM_WORLD)
+    from pfn15.training.watchdog import Watchdog
+    world = MPI.COMM_WORLD
+    signals.set_rank(world.rank)
+    # Its own communicator: its messages never meet the trainer's (ChainerMN
+    # receives with MPI.ANY_TAG on COMM_WORLD). The first collective after MPI_Init.
+    watchdog = Watchdog(world.Dup(), MPI.Get_processor_name(),
+                        cfg.train.stall_timeout if cfg else 300.0).start()
+    atexit.register(watchdog.stop)   # before MPI_Finalize, on every way out
+    hosts = world.allgather(MPI.Get_processor_name())
+    local_rank, _ = startup.local_ranks(hosts, world.rank)
+    startup.agree(world, error or startup.check_world(cfg, world.size, local_rank), hosts)
 
     import chainermn
     from pfn15 import comm as comm_module
     from pfn15.data import DataError
+    from pfn15.training import checkpoint
     from pfn15.training import extensions as X
     from pfn15.training import resume
+    from pfn15.training import watchdog as watchdog_module
     # Any other uncaught exception on any rank: print it once, MPI_Abort the
     # job -- never leave 1,023 ranks waiting in an all-reduce. (ChainerMN has
     # already added the hook at import if CHAINERMN_FORCE_ABORT_ON_EXCEPTION is set.)
@@ -268,13 +264,20 @@ def main(argv=None):
         chainermn.global_except_hook.add_hook()
     comm = comm_module.create(cfg)
 
+    watchdog.tick('start-up: data listing, model', -1, slow=True)
+    run, error = None, None
     try:
         run = build(cfg, comm)
     except DataError as e:
-        fail(comm.rank, 2, str(e))
+        error = str(e)
+    # Room for two checkpoints in out (an estimate: optimizer states appear later).
+    per_rank = startup.checkpoint_bytes(run.model, cfg.optimizer.name) if run else 0
+    error = error or startup.check_room(world, hosts, cfg.out, per_rank)
+    startup.agree(world, error, hosts)
 
     # Elastic resume on any worker count; refuses to mix runs (exit 2), and
     # leaves a finished run alone (exit 0).
+    watchdog.tick('start-up: resume', -1, slow=True)
     try:
         resumed_from = resume.start(cfg, comm, run)
     except resume.Refused as e:
@@ -289,15 +292,20 @@ def main(argv=None):
               'pfn15: no checkpoint found in %s; starting fresh' % run.checkpointer.root
               if cfg.resume.mode == 'auto' else 'pfn15: starting fresh (resume=none)',
               flush=True)
+    # A stop signal during start-up: exit 0 now (the job script requeues).
+    startup.agree(world, None, hosts, 'nothing to save' if resumed_from is None else
+                  'the checkpoint at iteration %d is kept' % resumed_from)
     if comm.rank == 0:
         print('pfn15: %s on %d worker(s): global batch %d = %d workers x %d per worker x %d '
               'microbatch(es); %d training images, %d classes'
               % (cfg.name, comm.size, cfg.batch.global_, comm.size, cfg.batch.per_worker,
                  run.microbatches, run.meta['train_size'], run.meta['classes']), flush=True)
 
+    watchdog_module.attach(watchdog, run.trainer, comm, run.checkpointer)
+    watchdog.emergency_save = lambda: run.checkpointer.save_emergency(run.trainer)
     try:
-        # Expected stops (preemption, NaN) print one line below; anything else is
-        # printed by the except hook before MPI_Abort.
+        # Expected stops print one line below; anything else is printed by the
+        # except hook before MPI_Abort.
         run.trainer.run(show_loop_exception_msg=False)
     except X.Preempted as e:
         if comm.rank == 0:
@@ -307,6 +315,18 @@ def main(argv=None):
         saved = run.checkpointer.last_saved
         fail(comm.rank, 3, '%s. The last good checkpoint (%s) is kept.'
              % (e, 'iteration %d' % saved if saved is not None else 'none written yet'))
+    except DataError as e:
+        if not getattr(e, 'collective', False):
+            # Met by this rank alone (data.bad_images=error): the others wait in
+            # an all-reduce, so name this rank and end the job from here.
+            print('pfn15: error: %s: %s' % (startup.where([comm.rank], hosts), e),
+                  file=sys.stderr, flush=True)
+            world.Abort(2)
+        fail(comm.rank, 2, str(e))
+    except checkpoint.CheckpointWriteError as e:
+        fail(comm.rank, checkpoint.EXIT_CHECKPOINT_FAILED, str(e))
+    finally:
+        watchdog.stop()
 
     if comm.rank == 0:
         summary = summarize(cfg, comm, run, time.time() - start, resumed_from)

@@ -179,17 +179,43 @@ def _cfg(mode):
 
 
 def test_bad_images_are_skipped_and_counted(bad_files, capfd):
+    corrupt = {k: v for k, v in bad_files.items() if k != 'missing'}
     before = transforms.bad_image_count()
     for make in (transforms.train_transform, transforms.val_transform):
         t = make(_cfg('skip'))
-        for path in bad_files.values():
+        for path in corrupt.values():
             x, y = t((path, 7))
             assert x.shape == (3, 24, 24) and x.dtype == numpy.float32
             assert not x.any() and y == 7 and isinstance(y, numpy.int32)
-    assert transforms.bad_image_count() == before + 2 * len(bad_files)
+    assert transforms.bad_image_count() == before + 2 * len(corrupt)
+    assert transforms.first_data_error() is None
     err = capfd.readouterr().err
-    for path in bad_files.values():     # one warning per file, not per use
+    for path in corrupt.values():       # one warning per file, not per use
         assert len([line for line in err.splitlines() if path in line]) == 1
+
+
+def test_a_missing_file_is_a_data_error_not_a_bad_image(bad_files):
+    # Missing is not corrupt: recorded (the trainer stops every rank with exit 2),
+    # not counted among the skipped images; the first one is the one named.
+    before = transforms.bad_image_count()
+    t = transforms.train_transform(_cfg('skip'))
+    x, _ = t((bad_files['missing'], 3))
+    assert x.shape == (3, 24, 24) and not x.any()
+    t((bad_files['missing'] + '-second', 3))
+    assert transforms.bad_image_count() == before
+    msg = transforms.first_data_error()
+    assert bad_files['missing'] in msg and 'does not exist' in msg and '-second' not in msg
+    transforms._data_error = None      # this process's record, for the other tests
+
+
+def test_a_missing_file_in_a_worker_process_is_recorded_here(bad_files):
+    t = transforms.val_transform(_cfg('skip'))
+    ctx = multiprocessing.get_context('spawn')
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        list(pool.map(t, [(bad_files['missing'], 1)]))
+    msg = transforms.first_data_error()
+    assert msg is not None and bad_files['missing'] in msg
+    os.remove(t._tally + '.error')
 
 
 def test_bad_images_in_a_worker_process_are_counted_here(bad_files):

@@ -27,6 +27,7 @@ import os
 import struct
 import sys
 import tempfile
+import threading
 
 import numpy
 from PIL import Image
@@ -76,14 +77,16 @@ def seed(value):
 _bad_count = 0      # images this process replaced
 _warned = set()     # files this process has warned about
 _tallies = []       # tally files of the transforms this process made
+_data_error = None  # the first missing file (or other data error) met in this process
 
 
 def _remove_tallies():
     for path in _tallies:
-        try:
-            os.remove(path)
-        except OSError:
-            pass
+        for p in (path, path + '.error'):
+            try:
+                os.remove(p)
+            except OSError:
+                pass
 
 
 atexit.register(_remove_tallies)
@@ -99,6 +102,23 @@ def bad_image_count():
         except OSError:
             pass
     return n
+
+
+def first_data_error():
+    """The first data error (a missing file) met by this process or by the decoding
+    processes of the transforms it made; None if none. Missing is not corrupt:
+    a file listed but absent means the data on this node is not the data listed,
+    so the trainer stops every rank with exit 2 (DataCheck) instead of training
+    on stand-in images."""
+    if _data_error is not None:
+        return _data_error
+    for path in _tallies:
+        try:
+            with open(path + '.error') as f:
+                return f.read()
+        except OSError:
+            pass
+    return None
 
 
 # ---------------------------------------------------------------- geometry
@@ -212,15 +232,46 @@ class _Transform:
         try:
             x = self.apply(path, rng)
         except BAD_IMAGE_ERRORS as e:
-            x = self._bad(path, e)
+            if self.bad_images != 'error' and isinstance(e, (FileNotFoundError,
+                                                             NotADirectoryError)):
+                x = self._missing(path)
+            else:
+                x = self._bad(path, e)
         return x, numpy.int32(label)
+
+    def _missing(self, path):
+        """Record the first missing file for DataCheck; a stand-in until the
+        iteration ends and every rank stops."""
+        return self._record(
+            'data: file %s does not exist (missing, not corrupt: is the whole data set '
+            'on this node?)' % os.path.abspath(path))
+
+    def _record(self, message):
+        global _data_error
+        if os.getpid() == self._creator:
+            if _data_error is None:
+                _data_error = message
+        else:
+            try:   # 'x': the first decoding process to meet a missing file wins
+                with open(self._tally + '.error', 'x') as f:
+                    f.write(message)
+            except FileExistsError:
+                pass
+        return numpy.zeros((len(self.mean), self.crop_size, self.crop_size), numpy.float32)
 
     def _bad(self, path, error):
         global _bad_count
         reason = '%s: %s' % (type(error).__name__, error)
         if self.bad_images == 'error':
-            raise DataError('bad image %s (%s); set data.bad_images=skip to skip such files'
-                            % (path, reason)) from error
+            message = ('bad image %s (%s); set data.bad_images=skip to skip such files'
+                       % (os.path.abspath(path), reason))
+            if (os.getpid() != self._creator
+                    or threading.current_thread() is not threading.main_thread()):
+                # A decoding process or thread: an exception here would break
+                # Chainer's MultiprocessIterator on this rank alone; recorded,
+                # DataCheck stops every rank at the end of the iteration.
+                return self._record('data: ' + message)
+            raise DataError(message) from error
         if path not in _warned:
             _warned.add(path)
             print('pfn15: warning: skipping bad image %s (%s); a mean image stands in'

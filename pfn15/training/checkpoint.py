@@ -13,12 +13,23 @@ One self-describing file, so a checkpoint and its identity can never
 disagree. Written to a temporary name, fsynced and renamed: a crash while
 writing never destroys the last good checkpoint. The newest `keep` are kept.
 
+A write that fails (a full disk, a quota, an I/O error) removes its temporary
+file, keeps every earlier checkpoint, and raises CheckpointWriteError on every
+rank with one line naming the file, the host, the file system's complaint and
+the size needed (pfn15.train exits 5).
+
+Because one rank holds the whole state, a healthy rank can also write a
+checkpoint while another rank is stalled (`save_emergency`, called by the
+watchdog thread when a stop signal comes during a stall).
+
 Resuming (pfn15.training.resume) reads the newest readable file on rank 0
 and broadcasts it, so only rank 0's disk needs the checkpoints.
 """
+import errno
 import json
 import os
 import re
+import zipfile
 
 import numpy
 
@@ -30,18 +41,51 @@ from pfn15.training.extensions import NonFiniteError
 
 FORMAT = 2
 IDENTITY_KEY = 'pfn15/identity'
+EXIT_CHECKPOINT_FAILED = 5
 _FILE = re.compile(r'^iter_(\d{8,})\.npz$')
 _OLD_DIR = re.compile(r'^iter_(\d{8,})$')   # the per-rank layout of format 1
 
 
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (raised on every rank; exit 5)."""
+
+
 def write_atomically(path, arrays):
-    """Write `arrays` as an .npz at `path`: temporary file, fsync, rename."""
+    """Write `arrays` as an .npz at `path`: temporary file, fsync, rename.
+
+    Returns None, or what went wrong as a short phrase; the temporary file is
+    removed either way, and an existing file at `path` is never touched.
+    """
     tmp = path + '.tmp-%d' % os.getpid()
-    with open(tmp, 'wb') as f:
-        numpy.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)   # atomic: readers see the old set or the new file, whole
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(tmp, 'wb') as f:
+            _savez(f, arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)   # atomic: readers see the old set or the new file, whole
+        return None
+    except OSError as e:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        if e.errno == errno.ENOSPC:
+            return 'no space left on device'
+        if e.errno == errno.EDQUOT:
+            return 'disk quota exceeded'
+        return '%s (%s)' % (e.strerror or e, e.filename or tmp)
+
+
+def _savez(f, arrays):
+    """numpy.savez, with the zip archive closed (not left to the garbage collector)
+    when a write fails: a full disk then gives one error, not a second one from
+    ZipFile.__del__ after the file is gone."""
+    with zipfile.ZipFile(f, mode='w', compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for key, value in arrays.items():
+            with zf.open(key + '.npy', 'w', force_zip64=True) as member:
+                numpy.lib.format.write_array(member, numpy.asanyarray(value),
+                                             allow_pickle=True)
 
 
 def checkpoint_dir(out):
@@ -76,6 +120,16 @@ def read(path):
     return arrays, json.loads(str(arrays.pop(IDENTITY_KEY)))
 
 
+def _finite(arrays):
+    return all(numpy.isfinite(a).all() for a in arrays.values()
+               if isinstance(a, numpy.ndarray) and a.dtype.kind == 'f')
+
+
+def _host():
+    from mpi4py import MPI
+    return MPI.Get_processor_name()
+
+
 class Checkpointer(object):
 
     """Collective `save(trainer)`: every rank calls it, rank 0 writes.
@@ -95,36 +149,84 @@ class Checkpointer(object):
         names = {id(link): name for name, link in self.model.namedlinks()}
         return lambda link, what: 'updater/model:main%s/%s' % (names[id(link)], what)
 
+    def _state(self, trainer, iteration, averaged, **extra):
+        """The checkpoint's arrays: the trainer, BN statistics as given, the identity."""
+        state = serializers.DictionarySerializer()
+        state.save(trainer)
+        arrays = dict(state.target)
+        key = self._bn_keys()
+        for link, mean, var in averaged:
+            arrays[key(link, 'avg_mean')] = _to_numpy(mean)
+            arrays[key(link, 'avg_var')] = _to_numpy(var)
+        identity = dict(self.identity, format=FORMAT, iteration=iteration,
+                        workers=self.comm.size, **extra)
+        arrays[IDENTITY_KEY] = numpy.array(json.dumps(identity, sort_keys=True))
+        return arrays
+
     def save(self, trainer):
         iteration = trainer.updater.iteration
         if self.last_saved == iteration:
             return
         # Collective: the BN statistics of every worker, averaged (not written back).
         averaged = bn.averaged_statistics(self.model, self.comm)
-        ok = True
+        verdict = None
         if self.comm.rank == 0:
-            state = serializers.DictionarySerializer()
-            state.save(trainer)
-            arrays = dict(state.target)
-            key = self._bn_keys()
-            for link, mean, var in averaged:
-                arrays[key(link, 'avg_mean')] = _to_numpy(mean)
-                arrays[key(link, 'avg_var')] = _to_numpy(var)
+            arrays = self._state(trainer, iteration, averaged)
             # Never replace a good checkpoint with a non-finite state (weights, or
             # BN statistics that overflowed).
-            ok = all(numpy.isfinite(a).all() for a in arrays.values()
-                     if isinstance(a, numpy.ndarray) and a.dtype.kind == 'f')
-        if not self.comm.mpi_comm.bcast(ok, root=0):
+            if not _finite(arrays):
+                verdict = ('nonfinite', None)
+            else:
+                path = checkpoint_path(self.root, iteration)
+                error = write_atomically(path, arrays)
+                if error:
+                    nbytes = sum(a.nbytes for a in arrays.values() if hasattr(a, 'nbytes'))
+                    kept = ('the checkpoint at iteration %d is kept' % self.last_saved
+                            if self.last_saved is not None else 'no earlier checkpoint '
+                            'was written')
+                    verdict = ('failed', '%s while writing %s (needs about %.1f MB; rank 0 '
+                                         'on %s); %s' % (error, path, nbytes / 1e6, _host(),
+                                                         kept))
+                else:
+                    self._collect_garbage()
+        verdict = self.comm.mpi_comm.bcast(verdict, root=0)
+        if verdict is not None and verdict[0] == 'nonfinite':
             raise NonFiniteError('non-finite model state at iteration %d (weights or BN '
                                  'statistics overflowed); not checkpointed' % iteration)
-        if self.comm.rank == 0:
-            identity = dict(self.identity, format=FORMAT, iteration=iteration,
-                            workers=self.comm.size)
-            arrays[IDENTITY_KEY] = numpy.array(json.dumps(identity, sort_keys=True))
-            os.makedirs(self.root, exist_ok=True)
-            write_atomically(checkpoint_path(self.root, iteration), arrays)
-            self._collect_garbage()
+        if verdict is not None:
+            raise CheckpointWriteError(verdict[1])
         self.last_saved = iteration
+
+    def save_emergency(self, trainer):
+        """From the watchdog thread, on the healthy rank that reports a stall,
+        while the main thread is blocked (in a collective, or waiting for data):
+        write the last completed iteration and return one clause saying what
+        happened.
+
+        Every rank holds the whole state, and the main thread only changes it
+        in the optimizer's step, which never blocks, so a stalled main thread
+        sits between two complete iterations. BN statistics cannot be averaged
+        over workers now: this rank's own are saved (the next iteration after
+        the resume replaces them anyway).
+        """
+        iteration = trainer.updater.iteration
+        if self.last_saved == iteration:
+            return 'the checkpoint at iteration %d is already written' % iteration
+        averaged = [(link, link.avg_mean, link.avg_var) for link in bn.batch_norms(self.model)]
+        arrays = self._state(trainer, iteration, averaged, written_while_stalled=True,
+                             written_by_rank=self.comm.rank)
+        if not _finite(arrays):
+            return 'no checkpoint written (the state at iteration %d is not finite)' % iteration
+        path = checkpoint_path(self.root, iteration)
+        error = write_atomically(path, arrays)
+        if error:
+            return 'no checkpoint could be written (%s while writing %s)' % (error, path)
+        self.last_saved = iteration
+        where = '' if self.comm.rank == 0 else (
+            ' by rank %d on %s (on node-local disks, copy it to rank 0\'s)' % (
+                self.comm.rank, _host()))
+        return 'checkpoint of iteration %d written to %s%s; rerun to continue' % (
+            iteration, path, where)
 
     def _collect_garbage(self):
         for it in list_checkpoints(self.root)[0][self.keep:]:

@@ -37,8 +37,8 @@ NOT_TRAJECTORY = (
     # The listing is compared by its fingerprint, not by where it lives.
     'data.root', 'data.train_list', 'data.val_list',
     'comm.name',
-    # Watchdog / stall timeouts (pfn15 issue 14) belong here when they arrive.
-    'watchdog.',
+    # How failures are caught and reported, not what is computed.
+    'train.stall_timeout', 'train.require_cudnn', 'data.max_bad_fraction',
 )
 
 # Trajectory keys no override can accept: the checkpoint's iteration count
@@ -158,8 +158,9 @@ def _find(cfg, comm, current):
         try:
             arrays, saved = checkpoint.read(path)
         except Exception as e:   # a torn or foreign file: try the one before
-            print('pfn15: warning: checkpoint %s is unreadable (%s: %s); trying an older one'
-                  % (path, type(e).__name__, e), flush=True)
+            print('pfn15: warning: checkpoint %s is unreadable on rank 0 on %s (%s: %s); '
+                  'trying an older one' % (path, checkpoint._host(), type(e).__name__, e),
+                  flush=True)
             continue
         line = refusal(differences(saved, current), cfg.resume.allow_changed,
                        'out %s (checkpoint at iteration %d)' % (cfg.out, it))
