@@ -34,6 +34,7 @@ class WholeSetEvaluator(extension.Extension):
         self.trigger = trigger
         self.device = device
         self.converter = converter
+        self.before_allreduce = None   # the watchdog's progress tick, when attached
 
     def evaluate(self):
         """{'validation/main/loss': ..., ...}: sums over this rank's share, all-reduced."""
@@ -55,6 +56,8 @@ class WholeSetEvaluator(extension.Extension):
                     if v is not None:
                         sums[1 + i] += float(chainer.backend.CpuDevice().send(
                             getattr(v, 'array', v))) * n
+        if self.before_allreduce is not None:
+            self.before_allreduce()
         total = self.comm.mpi_comm.allreduce(sums)
         result = {}
         for i, key in enumerate(KEYS):

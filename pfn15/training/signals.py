@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 EXIT_INTERRUPTED = 130          # the shell's status for a process ended by Ctrl-C
@@ -76,8 +77,17 @@ def _handler(signum, frame):
     note(signum, 'handler')
 
 
+_stopping = threading.Lock()
+
+
 def stop_now():
-    """The second Ctrl-C: no checkpoint, no traceback, exit 130 on every rank it reaches."""
+    """The second Ctrl-C: no checkpoint, no traceback, exit 130 on every rank it reaches.
+
+    Both the main thread's handler and the watchdog thread (reading the wakeup
+    socket) count interrupts; whichever gets here first speaks and exits.
+    """
+    if not _stopping.acquire(blocking=False):
+        return   # the other thread is already exiting
     if rank() == 0:
         try:
             print('pfn15: interrupted twice: stopped at once without a checkpoint',

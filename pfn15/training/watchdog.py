@@ -289,8 +289,19 @@ class _TickingConverter(object):
         class Ticking(convert.Converter):
             def __call__(self, batch, device=None):
                 on_batch()
-                return convert._call_converter(converter, batch, device)
+                return convert._call_converter(converter, batch, _as_device(device))
         return Ticking()
+
+
+def _as_device(device):
+    """A backend.Device for what callers pass a converter (a Device, None, or an
+    old-style device id such as pfn15's evaluator's -1)."""
+    from chainer import backend
+    if device is None or isinstance(device, backend.Device):
+        return device
+    if isinstance(device, int):
+        return backend.CpuDevice() if device < 0 else backend.get_device('@cupy:%d' % device)
+    return backend.get_device(device)
 
 
 def attach(watchdog, trainer, comm, checkpointer, evaluator_name='validation'):
@@ -339,6 +350,9 @@ def attach(watchdog, trainer, comm, checkpointer, evaluator_name='validation'):
             watchdog.tick('evaluation batch %d' % batches['n'], updater.iteration,
                           slow=state['evaluations'] == 0)
         evaluator.converter = _TickingConverter(evaluator.converter, on_eval_batch)
+        if hasattr(evaluator, 'before_allreduce'):   # pfn15's whole-set evaluator
+            evaluator.before_allreduce = lambda: watchdog.tick(
+                'evaluation all-reduce', updater.iteration, slow=state['evaluations'] == 0)
         local = getattr(evaluator, '_mn_original_evaluate', None)
         if local is not None:   # ChainerMN's evaluator: local batches, then an all-reduce
             def ticking_local():
