@@ -160,7 +160,8 @@ def build(cfg, comm):
     # Stop signals, missing files and too many corrupt images: one all-reduce per
     # iteration tells every rank, so all stop together (before the checkpoint).
     trainer.extend(X.PreemptionHandler(comm, checkpointer, X.DataCheck(
-        cfg.data.max_bad_fraction, meta['train_size'], epochs)
+        cfg.data.max_bad_fraction, meta['train_size'], epochs,
+        lookahead=2 * cfg.batch.global_)
         if cfg.data.dataset == 'imagenet' else None))
 
     log_trigger = X.EpochTrigger(1, epochs, stop)

@@ -259,10 +259,13 @@ class DataCheck(object):
     rank, host and file.
     """
 
-    def __init__(self, max_bad_fraction, train_size, global_epochs):
+    def __init__(self, max_bad_fraction, train_size, global_epochs, lookahead=0):
         self.max_bad_fraction = max_bad_fraction
         self.train_size = train_size
         self.epochs = global_epochs
+        # Decoders run ahead of training (the iterators prefetch): up to this many
+        # images are decoded -- and counted if corrupt -- before they are trained on.
+        self.lookahead = lookahead
 
     def local(self):
         from pfn15.data import transforms
@@ -281,7 +284,7 @@ class DataCheck(object):
         if self.max_bad_fraction > 0 and bad > 0:
             seen = self.epochs.at(iteration) * self.train_size
             judged = seen >= min(self.train_size, 10.0 / self.max_bad_fraction)
-            if judged and bad > self.max_bad_fraction * seen:
+            if judged and bad > self.max_bad_fraction * (seen + self.lookahead):
                 raise _collective(DataError(
                     'data: %d corrupt images were skipped out of about %d training images '
                     'seen (more than data.max_bad_fraction=%g; the warnings above name '
