@@ -1,0 +1,159 @@
+"""Batch normalization (optionally followed by ReLU) on CPU, over channels-last rows.
+
+Same contract as `chainer.functions.batch_normalization` /
+`fixed_batch_normalization` for 4-D x (N, C, H, W) and per-channel gamma, beta
+(axis (0, 2, 3)), with an optional ReLU fused in: `relu=True` gives
+relu(bn(x)) in one node, so the pair stores one array instead of two and the
+mask comes from the output.
+
+Training mode (batch statistics): the per-channel sums of x and x^2 come from
+one GEMV-like reduction each over the (N*H*W, C) rows, then y = x*a + b with
+a = gamma/std, b = beta - mean*a (one read of x, one write of y). The running
+averages are updated exactly as Chainer's BatchNormalization does:
+  avg_mean = decay*avg_mean + (1-decay)*mean,
+  avg_var  = decay*avg_var  + (1-decay)*m/(m-1)*var   (m = N*H*W).
+Backward: sum(gy) and sum(gy*x) per channel, then gx = gy*a' + x*b' + c'.
+"""
+import numpy
+from chainer import function_node
+
+from pfn15.functions import _first_order
+from pfn15.functions._layout import nchw, nhwc
+
+
+def _channel_sums(r):
+    """Per-column sum of an (M, C) matrix, accumulated in float64 (M is up to
+    N*H*W = 100k rows: a float32 running sum would lose digits)."""
+    return numpy.add.reduce(r, axis=0, dtype=numpy.float64)
+
+
+def _channel_dots(r, q):
+    """Per-column sum of r*q for (M, C) matrices, in float64."""
+    return numpy.einsum('mc,mc->c', r, q, dtype=numpy.float64)
+
+
+def _affine(x_rows, a, b, relu, shape):
+    y = numpy.multiply(x_rows, a.astype(x_rows.dtype, copy=False))
+    y += b.astype(x_rows.dtype, copy=False)
+    if relu:
+        numpy.maximum(y, 0, out=y)
+    return nchw(y.reshape(shape))
+
+
+def _masked(gy_rows, y_rows):
+    """gy where the ReLU let the value through, else 0."""
+    return numpy.where(y_rows > 0, gy_rows, 0).astype(gy_rows.dtype, copy=False)
+
+
+class BatchNormalization(function_node.FunctionNode):
+    """relu?(bn(x, gamma, beta)) with batch statistics; updates running stats."""
+
+    def __init__(self, eps=2e-5, running_mean=None, running_var=None, decay=0.9, relu=False):
+        self.eps = eps
+        self.running_mean = running_mean
+        self.running_var = running_var
+        self.decay = decay
+        self.relu = relu
+
+    def forward_cpu(self, inputs):
+        x, gamma, beta = inputs
+        xh = nhwc(x)
+        x_rows = xh.reshape(-1, xh.shape[3])
+        m = x_rows.shape[0]
+        mean = _channel_sums(x_rows) / m
+        var = numpy.maximum(_channel_dots(x_rows, x_rows) / m - mean * mean, 0.0)
+        inv_std = 1.0 / numpy.sqrt(var + self.eps)
+        a = gamma.astype(numpy.float64) * inv_std
+        b = beta.astype(numpy.float64) - mean * a
+        y = _affine(x_rows, a, b, self.relu, xh.shape)
+        if self.running_mean is not None:
+            adjust = m / max(m - 1., 1.)  # unbiased variance, as Chainer
+            d = self.decay
+            self.running_mean *= d
+            self.running_mean += ((1 - d) * mean).astype(self.running_mean.dtype)
+            self.running_var *= d
+            self.running_var += ((1 - d) * adjust * var).astype(self.running_var.dtype)
+        self.mean, self.inv_std = mean, inv_std
+        self.retain_inputs((0, 1))
+        if self.relu:
+            self.retain_outputs((0,))
+        return y,
+
+    def backward(self, indexes, grad_outputs):
+        x, gamma = (v.array for v in self.get_retained_inputs())
+        x_rows = nhwc(x).reshape(-1, x.shape[1])
+        gy = nhwc(grad_outputs[0].array)
+        g = gy.reshape(-1, x.shape[1])
+        if self.relu:
+            y = self.get_retained_outputs()[0].array
+            g = _masked(g, nhwc(y).reshape(g.shape))
+        m = x_rows.shape[0]
+        mean, inv_std = self.mean, self.inv_std
+        gbeta = _channel_sums(g)
+        ggamma = (_channel_dots(g, x_rows) - mean * gbeta) * inv_std
+        gx = None
+        if 0 in indexes:
+            # gx = gamma*inv_std * (g - gbeta/m - xhat*ggamma/m), xhat = (x-mean)*inv_std
+            a = gamma.astype(numpy.float64) * inv_std
+            b = -a * inv_std * ggamma / m
+            c = -a * gbeta / m - b * mean
+            gx_rows = numpy.multiply(g, a.astype(g.dtype))
+            tmp = numpy.multiply(x_rows, b.astype(g.dtype))
+            gx_rows += tmp
+            gx_rows += c.astype(g.dtype)
+            gx = nchw(gx_rows.reshape(nhwc(x).shape))
+        grads = (gx, ggamma.astype(gamma.dtype), gbeta.astype(gamma.dtype))
+        return _first_order.wrap(self, indexes, grads, grad_outputs)
+
+
+class FixedBatchNormalization(function_node.FunctionNode):
+    """relu?(gamma * (x - mean) / sqrt(var + eps) + beta) with given statistics."""
+
+    def __init__(self, eps=2e-5, relu=False):
+        self.eps = eps
+        self.relu = relu
+
+    def forward_cpu(self, inputs):
+        x, gamma, beta, mean, var = inputs
+        xh = nhwc(x)
+        inv_std = 1.0 / numpy.sqrt(var.astype(numpy.float64) + self.eps)
+        a = gamma.astype(numpy.float64) * inv_std
+        b = beta.astype(numpy.float64) - mean * a
+        self.inv_std = inv_std
+        self.retain_inputs((0, 1, 3))
+        if self.relu:
+            self.retain_outputs((0,))
+        return _affine(xh.reshape(-1, xh.shape[3]), a, b, self.relu, xh.shape),
+
+    def backward(self, indexes, grad_outputs):
+        x, gamma, mean = (v.array for v in self.get_retained_inputs())
+        x_rows = nhwc(x).reshape(-1, x.shape[1])
+        g = nhwc(grad_outputs[0].array).reshape(x_rows.shape)
+        if self.relu:
+            y = self.get_retained_outputs()[0].array
+            g = _masked(g, nhwc(y).reshape(g.shape))
+        inv_std = self.inv_std
+        a = gamma.astype(numpy.float64) * inv_std
+        gbeta = _channel_sums(g)
+        # sum(g * xhat) = (sum(g*x) - mean*sum(g)) * inv_std
+        ggamma = (_channel_dots(g, x_rows) - mean * gbeta) * inv_std
+        gx = None
+        if 0 in indexes:
+            gx = nchw(numpy.multiply(g, a.astype(g.dtype)).reshape(nhwc(x).shape))
+        dt = gamma.dtype
+        grads = (gx, ggamma.astype(dt), gbeta.astype(dt), (-a * gbeta).astype(dt),
+                 (-0.5 * gamma * inv_std * inv_std * ggamma).astype(dt))
+        return _first_order.wrap(self, indexes, grads, grad_outputs)
+
+
+def batch_normalization(x, gamma, beta, eps=2e-5, running_mean=None, running_var=None,
+                        decay=0.9, relu=False):
+    """Training-mode BN (+ReLU) with batch statistics; same as F.batch_normalization
+    (then F.relu when relu=True)."""
+    return BatchNormalization(eps, running_mean, running_var, decay, relu).apply(
+        (x, gamma, beta))[0]
+
+
+def fixed_batch_normalization(x, gamma, beta, mean, var, eps=2e-5, relu=False):
+    """Test-mode BN (+ReLU); same as F.fixed_batch_normalization (then F.relu)."""
+    return FixedBatchNormalization(eps, relu).apply((x, gamma, beta, mean, var))[0]
