@@ -5,7 +5,8 @@
     mpiexec -n 2 python -m pfn15.bench allreduce --bytes 4096,1048576,16777216 --json ar.json
 
 step       images/s of (a) a bare Chainer forward/backward/MomentumSGD loop on one
-           fixed batch and (b) a full pfn15 training iteration (iterator, updater,
+           fixed batch, with the same model and so the same CPU functions as (b)
+           (model.cpu_functions: pfn15's on CPU by default), and (b) a full pfn15 training iteration (iterator, updater,
            multi-node optimizer, recipe extensions, reporting) at the same batch,
            interleaved in blocks (a, b, a, b, ...) in one process; medians; ratio b/a.
            On a GPU (or with --peer torch) also a PyTorch ResNet-50 peer
@@ -209,7 +210,12 @@ def run_step(args):
         'cpu_count': os.cpu_count(), 'threads_per_worker': cpu.threads_in_force(),
         # Process-wide, so (a) and (b) alike (pfn15/cpu.py; train.keep_freed_memory).
         'keep_freed_memory': bool(cpu.applied()),
+        # Both loops' models run these (pfn15/functions on CPU unless 'chainer').
+        'cpu_functions': cfg.model.cpu_functions if device < 0 else 'chainer (GPU)',
     }
+    if device < 0:
+        from pfn15 import blas_kernel
+        result['blas'] = blas_kernel.report()   # which OpenBLAS kernel ran, and why
     result['ratio'] = result['pfn15_img_per_s'] / result['bare_img_per_s']
     if peer is not None:
         # The peer's dict keeps its own keys (device, peak memory); its rate goes up.
@@ -241,6 +247,11 @@ def print_step(r):
     if r['device'] == 'cpu':
         print('  glibc malloc keeps freed memory (train.keep_freed_memory): %s'
               % ('yes' if r['keep_freed_memory'] else 'no'))
+        print('  CPU functions of (a) and (b) (model.cpu_functions): %s' % r['cpu_functions'])
+        b = r.get('blas') or {}
+        print('  OpenBLAS %s kernel: %s (%s; this CPU supports %s)'
+              % (b.get('version'), b.get('architecture'), b.get('why'),
+                 b.get('cpu_best') or "no AVX-512 rule: OpenBLAS's choice"))
     print('  model: %d parameters in %d arrays (%.1f MB of float32 gradients)'
           % (r['param_count'], r['param_arrays'], r['param_bytes'] / 1e6))
     if r.get('torch_peer') is not None:
