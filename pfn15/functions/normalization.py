@@ -21,15 +21,25 @@ from pfn15.functions import _first_order
 from pfn15.functions._layout import nchw, nhwc
 
 
-def _channel_sums(r):
-    """Per-column sum of an (M, C) matrix, accumulated in float64 (M is up to
-    N*H*W = 100k rows: a float32 running sum would lose digits)."""
-    return numpy.add.reduce(r, axis=0, dtype=numpy.float64)
+# Rows per chunk of the per-channel sums: a chunk (<= 512 KiB) is summed in
+# float32 while it is in cache, the chunks' sums are added in float64. Plain
+# float64 reductions (dtype=float64) measured 3-6x slower; one float32 sum over
+# all N*H*W rows (100k at the stem) would lose digits.
+CHUNK_BYTES = 2 ** 19
 
 
-def _channel_dots(r, q):
-    """Per-column sum of r*q for (M, C) matrices, in float64."""
-    return numpy.einsum('mc,mc->c', r, q, dtype=numpy.float64)
+def _channel_sums(r, q=None):
+    """Per-column sums of an (M, C) matrix r, and of r*q if q is given (float64)."""
+    m, c = r.shape
+    step = max(1, CHUNK_BYTES // (c * r.itemsize))
+    s = numpy.zeros(c)
+    d = numpy.zeros(c) if q is not None else None
+    for i in range(0, m, step):
+        rc = r[i:i + step]
+        s += numpy.add.reduce(rc, axis=0)
+        if q is not None:
+            d += numpy.einsum('mc,mc->c', rc, q[i:i + step])
+    return s, d
 
 
 def _affine(x_rows, a, b, relu, shape):
@@ -41,8 +51,9 @@ def _affine(x_rows, a, b, relu, shape):
 
 
 def _masked(gy_rows, y_rows):
-    """gy where the ReLU let the value through, else 0."""
-    return numpy.where(y_rows > 0, gy_rows, 0).astype(gy_rows.dtype, copy=False)
+    """gy where the ReLU let the value through, else 0 (a multiply by the mask:
+    numpy.where measured 5-8x slower)."""
+    return numpy.multiply(gy_rows, y_rows > 0, dtype=gy_rows.dtype)
 
 
 class BatchNormalization(function_node.FunctionNode):
@@ -60,8 +71,9 @@ class BatchNormalization(function_node.FunctionNode):
         xh = nhwc(x)
         x_rows = xh.reshape(-1, xh.shape[3])
         m = x_rows.shape[0]
-        mean = _channel_sums(x_rows) / m
-        var = numpy.maximum(_channel_dots(x_rows, x_rows) / m - mean * mean, 0.0)
+        sums, squares = _channel_sums(x_rows, x_rows)
+        mean = sums / m
+        var = numpy.maximum(squares / m - mean * mean, 0.0)
         inv_std = 1.0 / numpy.sqrt(var + self.eps)
         a = gamma.astype(numpy.float64) * inv_std
         b = beta.astype(numpy.float64) - mean * a
@@ -89,8 +101,8 @@ class BatchNormalization(function_node.FunctionNode):
             g = _masked(g, nhwc(y).reshape(g.shape))
         m = x_rows.shape[0]
         mean, inv_std = self.mean, self.inv_std
-        gbeta = _channel_sums(g)
-        ggamma = (_channel_dots(g, x_rows) - mean * gbeta) * inv_std
+        gbeta, gx_dot = _channel_sums(g, x_rows)
+        ggamma = (gx_dot - mean * gbeta) * inv_std
         gx = None
         if 0 in indexes:
             # gx = gamma*inv_std * (g - gbeta/m - xhat*ggamma/m), xhat = (x-mean)*inv_std
@@ -134,9 +146,9 @@ class FixedBatchNormalization(function_node.FunctionNode):
             g = _masked(g, nhwc(y).reshape(g.shape))
         inv_std = self.inv_std
         a = gamma.astype(numpy.float64) * inv_std
-        gbeta = _channel_sums(g)
+        gbeta, gx_dot = _channel_sums(g, x_rows)
         # sum(g * xhat) = (sum(g*x) - mean*sum(g)) * inv_std
-        ggamma = (_channel_dots(g, x_rows) - mean * gbeta) * inv_std
+        ggamma = (gx_dot - mean * gbeta) * inv_std
         gx = None
         if 0 in indexes:
             gx = nchw(numpy.multiply(g, a.astype(g.dtype)).reshape(nhwc(x).shape))
