@@ -54,18 +54,21 @@ def best_coretype(flags):
     return 'Cooperlake' if 'avx512_bf16' in flags else 'SkylakeX'
 
 
-def choose(environ=None, flags=None):
+def choose(environ=None, flags=None, numpy_loaded=None):
     """Set OPENBLAS_CORETYPE for this process (and its children) if it helps.
 
-    Returns (coretype or None, why). Idempotent per process."""
+    Returns (coretype or None, why). Idempotent per process. The arguments
+    (defaults: os.environ, /proc/cpuinfo, sys.modules) are for tests."""
     global _decision
     env = os.environ if environ is None else environ
+    if numpy_loaded is None:
+        numpy_loaded = 'numpy' in sys.modules
     user = env.get(VAR)
     if user and env.get(MARK) != user:
         decision = (user, 'set by the user (%s=%s)' % (VAR, user))
     elif user:
         decision = (user, 'chosen by pfn15 in a parent process from the CPU flags')
-    elif 'numpy' in sys.modules:
+    elif numpy_loaded:
         decision = (None, 'NumPy was loaded before pfn15: OpenBLAS chose its own kernel')
     else:
         best = best_coretype(cpu_flags() if flags is None else flags)
