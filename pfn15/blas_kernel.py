@@ -88,16 +88,23 @@ def decision():
 
 
 def openblas_info():
-    """threadpoolctl's record of NumPy's OpenBLAS (architecture, version), or None."""
+    """threadpoolctl's record of NumPy's OpenBLAS (architecture, version), or None.
+
+    SciPy (loaded by scikit-learn) brings its own OpenBLAS; NumPy's is the one
+    under numpy's directory (numpy.libs/ in the wheels)."""
     try:
-        import numpy  # noqa: F401  (loads the library threadpoolctl looks for)
+        import numpy
         from threadpoolctl import threadpool_info
     except ImportError:
         return None
-    for lib in threadpool_info():
-        if lib.get('internal_api') == 'openblas':
+    libs = [lib for lib in threadpool_info() if lib.get('internal_api') == 'openblas']
+    numpy_dir = os.path.dirname(os.path.dirname(os.path.abspath(numpy.__file__)))
+    for lib in libs:
+        path = os.path.abspath(lib.get('filepath') or '')
+        if os.path.basename(os.path.dirname(path)).startswith('numpy') and \
+                path.startswith(numpy_dir):
             return lib
-    return None
+    return libs[0] if libs else None
 
 
 def report():
