@@ -19,6 +19,7 @@ from chainer import function_node
 
 from pfn15.functions import _first_order
 from pfn15.functions._layout import nchw, nhwc
+from pfn15.functions._parallel import over_ranges
 
 
 def _out_size(size, k, s, p):
@@ -35,8 +36,18 @@ def _valid(size_out, size_in, offset, stride, pad):
 
 
 def _im2col(xh, kh, kw, stride, pad, ho, wo):
+    n = xh.shape[0]
+    cols = numpy.empty((n, ho, wo, kh, kw, xh.shape[3]), dtype=xh.dtype)
+
+    def fill(lo, hi):   # images lo..hi
+        _im2col_into(xh[lo:hi], cols[lo:hi], stride, pad)
+    over_ranges(fill, n, cols.nbytes)
+    return cols
+
+
+def _im2col_into(xh, cols, stride, pad):
     n, h, w, c = xh.shape
-    cols = numpy.empty((n, ho, wo, kh, kw, c), dtype=xh.dtype)
+    _, ho, wo, kh, kw, _ = cols.shape
     for i in range(kh):
         r0, r1, hi0 = _valid(ho, h, i, stride, pad)
         rows_in = slice(hi0, hi0 + (r1 - r0 - 1) * stride + 1, stride)
@@ -51,12 +62,22 @@ def _im2col(xh, kh, kw, stride, pad, ho, wo):
             dst[:, r1:] = 0
             dst[:, r0:r1, :c0] = 0
             dst[:, r0:r1, c1:] = 0
-    return cols
 
 
 def _col2im(gcols, h, w, stride, pad):
+    n, c = gcols.shape[0], gcols.shape[5]
+    gx = numpy.empty((n, h, w, c), dtype=gcols.dtype)
+
+    def add(lo, hi):   # images lo..hi
+        gx[lo:hi] = 0
+        _col2im_into(gcols[lo:hi], gx[lo:hi], stride, pad)
+    over_ranges(add, n, gcols.nbytes)
+    return gx
+
+
+def _col2im_into(gcols, gx, stride, pad):
     n, ho, wo, kh, kw, c = gcols.shape
-    gx = numpy.zeros((n, h, w, c), dtype=gcols.dtype)
+    h, w = gx.shape[1:3]
     for i in range(kh):
         r0, r1, hi0 = _valid(ho, h, i, stride, pad)
         if r1 <= r0:
@@ -68,7 +89,6 @@ def _col2im(gcols, h, w, stride, pad):
                 continue
             cols_in = slice(wi0, wi0 + (c1 - c0 - 1) * stride + 1, stride)
             gx[:, rows_in, cols_in] += gcols[:, r0:r1, c0:c1, i, j]
-    return gx
 
 
 class Convolution2D(function_node.FunctionNode):
