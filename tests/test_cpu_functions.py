@@ -216,3 +216,28 @@ def test_the_config_key_reaches_the_model():
         assert models.build(cfg, 10, 3).cpu_functions == value
     with pytest.raises(Exception, match='cpu_functions'):
         config.load(None, overrides=['model.cpu_functions=mkl'], check_paths=False)
+
+
+def test_the_threaded_passes_give_the_same_results(monkeypatch):
+    # Large arrays split over the rank's threads (pfn15/functions/_parallel.py);
+    # force the split on these small ones, on 3 threads (uneven parts).
+    from pfn15 import cpu
+    from pfn15.functions import _parallel
+    monkeypatch.setattr(_parallel, 'MIN_BYTES', 0)
+    monkeypatch.setattr(cpu, '_threads', 3)
+    assert _parallel.threads() == 3
+    rng = numpy.random.default_rng(3)
+    x = rng.standard_normal((5, 6, 7, 7))
+    W = rng.standard_normal((8, 6, 3, 3))
+    numpy.testing.assert_allclose(P.convolution_2d(x, W, 2, 1).array,
+                                  F.convolution_2d(x, W, None, 2, 1).array, rtol=1e-10)
+    gradient_check.check_backward(lambda x, W: P.convolution_2d(x, W, 1, 1), (x, W),
+                                  rng.standard_normal((5, 8, 7, 7)))
+    g, b = rng.random(6) + 0.5, rng.standard_normal(6)
+    numpy.testing.assert_allclose(P.batch_normalization(x, g, b, relu=True).array,
+                                  F.relu(F.batch_normalization(x, g, b)).array, rtol=1e-10)
+    gradient_check.check_backward(lambda x, g, b: P.batch_normalization(x, g, b, relu=True),
+                                  (x, g, b), rng.standard_normal(x.shape))
+    x2 = rng.standard_normal(x.shape)
+    numpy.testing.assert_array_equal(P.add_relu(x, x2).array, F.relu(x + x2).array)
+    gradient_check.check_backward(P.add_relu, (x, x2), rng.standard_normal(x.shape))
