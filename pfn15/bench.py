@@ -10,7 +10,8 @@ step       images/s of (a) a bare Chainer forward/backward/MomentumSGD loop on o
            multi-node optimizer, recipe extensions, reporting) at the same batch,
            interleaved in blocks (a, b, a, b, ...) in one process; medians; ratio b/a.
            On a GPU (or with --peer torch) also a PyTorch ResNet-50 peer
-           (channels-last, AMP when (b) runs mixed16) and the ratio (b)/peer.
+           (channels-last, AMP when (b) runs mixed16) and the ratio (b)/peer; on
+           CPU the peer's blocks join the rotation (a, b, peer, a, b, peer, ...).
 data       decoded + augmented images/s of pfn15's train transform vs a plain PIL
            decode (pfn15.data.bench).
 allreduce  ChainerMN's gradient all-reduce (comm.multi_node_mean_grad, the call the
@@ -147,6 +148,22 @@ def _run_peer(args, cfg, device, classes, in_channels):
         weight_decay=cfg.optimizer.weight_decay, seed=cfg.seed)
 
 
+def _cpu_peer_session(args, cfg, classes, in_channels):
+    """On CPU the peer is built up front and timed in the same rotation as (a) and (b)
+    (a, b, peer, a, b, peer, ...), so a change in the machine's load hits all three
+    alike; None when no peer is asked for, or the 'skipped' dict."""
+    from pfn15 import bench_torch
+    if args.peer != 'torch':     # 'auto' means no peer on CPU
+        return None
+    if args.arch != 'resnet50':
+        return {'status': 'skipped', 'reason': 'the peer is a ResNet-50; --arch is %s'
+                % args.arch}
+    return bench_torch.cpu_session(
+        args.batch, args.size, classes=classes, in_channels=in_channels, lr=cfg.base_lr(),
+        momentum=cfg.optimizer.momentum, weight_decay=cfg.optimizer.weight_decay,
+        seed=cfg.seed, channels_last=True)
+
+
 def run_step(args):
     """Measure (a) and (b); returns the figures as a dict."""
     import chainer
@@ -182,22 +199,32 @@ def run_step(args):
     n_arrays = sum(1 for _ in model_b.params())
     n_bytes = sum(p.array.nbytes for p in model_b.params())
 
-    for _ in range(max(1, args.warmup)):   # warm up both (allocations, cuDNN autotune)
-        bare_step()
-        driver.step()
+    session = _cpu_peer_session(args, cfg, classes, in_channels) if device < 0 else None
+    loops = [(bare_step, []), (driver.step, [])]
+    if session is not None and not isinstance(session, dict):
+        loops.append((session.step, []))
+    for _ in range(max(1, args.warmup)):   # warm up all (allocations, cuDNN autotune)
+        for fn, _rates in loops:
+            fn()
     _sync(device)
 
-    a_rates, b_rates = [], []
     for _ in range(args.blocks):
-        for fn, rates in ((bare_step, a_rates), (driver.step, b_rates)):
+        for fn, rates in loops:
             _sync(device)
             t0 = time.perf_counter()
             for _ in range(args.iters):
                 fn()
             _sync(device)
             rates.append(args.batch * args.iters / (time.perf_counter() - t0))
+    a_rates, b_rates = loops[0][1], loops[1][1]
     driver.finalize()
-    peer = _run_peer(args, cfg, device, classes, in_channels)
+    if session is None:
+        peer = _run_peer(args, cfg, device, classes, in_channels)
+    elif isinstance(session, dict):
+        peer = session
+    else:
+        peer = session.result(loops[2][1], args.iters, args.blocks, max(1, args.warmup))
+        peer['interleaved'] = True
 
     result = {
         'kind': 'step', 'arch': args.arch, 'batch': args.batch, 'size': args.size,
