@@ -241,3 +241,14 @@ def test_the_threaded_passes_give_the_same_results(monkeypatch):
     x2 = rng.standard_normal(x.shape)
     numpy.testing.assert_array_equal(P.add_relu(x, x2).array, F.relu(x + x2).array)
     gradient_check.check_backward(P.add_relu, (x, x2), rng.standard_normal(x.shape))
+
+
+@pytest.mark.parametrize('dtype', [chainer.mixed16, numpy.float16], ids=['mixed16', 'f16'])
+def test_float16_on_cpu_falls_back_to_chainers_functions(dtype):
+    with chainer.using_config('dtype', dtype):
+        model = L.Classifier(models.resnet_small(10, 3, 1, 4))
+        x = numpy.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(numpy.float16)
+        loss = model(x, numpy.array([1, 2], numpy.int32))
+        loss.backward()
+    assert numpy.isfinite(float(loss.array))
+    assert model.predictor.fc.W.grad is not None
