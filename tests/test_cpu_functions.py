@@ -136,6 +136,32 @@ def test_relu_and_add_relu_match_chainer(dtype):
     gradient_check.check_backward(P.add_relu, (a, b), gy, dtype=numpy.float64)
 
 
+@pytest.mark.parametrize('dtype', DTYPES, ids=['f32', 'f64'])
+@pytest.mark.parametrize('size', [8, 9, 5])
+def test_max_pooling_matches_chainer(size, dtype):
+    # ResNet-50's stem pooling: 3x3, stride 2, pad 1. Distinct values (a
+    # permutation) keep check_backward's finite differences away from ties.
+    rng = numpy.random.default_rng(size)
+    shape = (2, 3, size, size)
+    x = (rng.permutation(numpy.prod(shape)).reshape(shape) * 0.1).astype(dtype)
+    y = P.max_pooling_2d(x, 3, 2, 1)
+    ref = F.max_pooling_2d(x, 3, 2, 1, cover_all=False)
+    numpy.testing.assert_array_equal(y.array, ref.array)
+    gradient_check.check_backward(lambda x: P.max_pooling_2d(x, 3, 2, 1), (x,),
+                                  _scaled(rng, y.shape, dtype), dtype=numpy.float64,
+                                  eps=1e-3)
+    # Ties (the zeros after a ReLU): the gradient goes where Chainer's argmax sends it.
+    z = numpy.maximum(x - x.mean(), 0)
+    zv, zv_ref = chainer.Variable(z), chainer.Variable(z.copy())
+    gy = _scaled(rng, y.shape, dtype)
+    for v, f in ((zv, lambda v: P.max_pooling_2d(v, 3, 2, 1)),
+                 (zv_ref, lambda v: F.max_pooling_2d(v, 3, 2, 1, cover_all=False))):
+        out = f(v)
+        out.grad = gy
+        out.backward()
+    numpy.testing.assert_array_equal(zv.grad, zv_ref.grad)
+
+
 def test_second_order_gradients_raise_clearly():
     x = chainer.Variable(numpy.random.default_rng(0).standard_normal((2, 4, 3, 3)))
     W = numpy.ones((4, 4, 1, 1))

@@ -2,9 +2,9 @@
 
 Convolution (pfn15/functions/convolution.py), batch normalization with an
 optional fused ReLU (normalization.py), ReLU and residual add + ReLU
-(activation.py). They compute the same values as Chainer's
-F.convolution_2d / F.batch_normalization / F.fixed_batch_normalization /
-F.relu on NumPy arrays of float32 or float64, keep activations channels-last
+(activation.py), max pooling (pooling.py). They compute the same values as
+Chainer's F.convolution_2d / F.batch_normalization /
+F.fixed_batch_normalization / F.relu / F.max_pooling_2d on NumPy arrays of float32 or float64, keep activations channels-last
 inside (_layout.py), and have first-order gradients only (a second-order
 request raises NotImplementedError, _first_order.py).
 
@@ -18,6 +18,7 @@ from pfn15.functions.activation import add_relu, relu  # noqa: F401
 from pfn15.functions.convolution import convolution_2d  # noqa: F401
 from pfn15.functions.normalization import (  # noqa: F401
     batch_normalization, fixed_batch_normalization)
+from pfn15.functions.pooling import max_pooling_2d  # noqa: F401
 
 DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 

@@ -125,7 +125,10 @@ class ResNet(chainer.Chain):
         f = self.cpu_functions
         h = self.stem(x, True, f)
         if self.stem_kind == 'imagenet':
-            h = F.max_pooling_2d(h, 3, stride=2, pad=1, cover_all=False)
+            if f == 'pfn15' and P.usable(h):
+                h = P.max_pooling_2d(h, 3, 2, 1)
+            else:
+                h = F.max_pooling_2d(h, 3, stride=2, pad=1, cover_all=False)
         for stage in self.stages:
             for block in stage:
                 h = block(h, f)
