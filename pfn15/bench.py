@@ -5,11 +5,13 @@
     mpiexec -n 2 python -m pfn15.bench allreduce --bytes 4096,1048576,16777216 --json ar.json
 
 step       images/s of (a) a bare Chainer forward/backward/MomentumSGD loop on one
-           fixed batch and (b) a full pfn15 training iteration (iterator, updater,
+           fixed batch, with the same model and so the same CPU functions as (b)
+           (model.cpu_functions: pfn15's on CPU by default), and (b) a full pfn15 training iteration (iterator, updater,
            multi-node optimizer, recipe extensions, reporting) at the same batch,
            interleaved in blocks (a, b, a, b, ...) in one process; medians; ratio b/a.
            On a GPU (or with --peer torch) also a PyTorch ResNet-50 peer
-           (channels-last, AMP when (b) runs mixed16) and the ratio (b)/peer.
+           (channels-last, AMP when (b) runs mixed16) and the ratio (b)/peer; on
+           CPU the peer's blocks join the rotation (a, b, peer, a, b, peer, ...).
 data       decoded + augmented images/s of pfn15's train transform vs a plain PIL
            decode (pfn15.data.bench).
 allreduce  ChainerMN's gradient all-reduce (comm.multi_node_mean_grad, the call the
@@ -146,6 +148,22 @@ def _run_peer(args, cfg, device, classes, in_channels):
         weight_decay=cfg.optimizer.weight_decay, seed=cfg.seed)
 
 
+def _cpu_peer_session(args, cfg, classes, in_channels):
+    """On CPU the peer is built up front and timed in the same rotation as (a) and (b)
+    (a, b, peer, a, b, peer, ...), so a change in the machine's load hits all three
+    alike; None when no peer is asked for, or the 'skipped' dict."""
+    from pfn15 import bench_torch
+    if args.peer != 'torch':     # 'auto' means no peer on CPU
+        return None
+    if args.arch != 'resnet50':
+        return {'status': 'skipped', 'reason': 'the peer is a ResNet-50; --arch is %s'
+                % args.arch}
+    return bench_torch.cpu_session(
+        args.batch, args.size, classes=classes, in_channels=in_channels, lr=cfg.base_lr(),
+        momentum=cfg.optimizer.momentum, weight_decay=cfg.optimizer.weight_decay,
+        seed=cfg.seed, channels_last=True)
+
+
 def run_step(args):
     """Measure (a) and (b); returns the figures as a dict."""
     import chainer
@@ -181,22 +199,32 @@ def run_step(args):
     n_arrays = sum(1 for _ in model_b.params())
     n_bytes = sum(p.array.nbytes for p in model_b.params())
 
-    for _ in range(max(1, args.warmup)):   # warm up both (allocations, cuDNN autotune)
-        bare_step()
-        driver.step()
+    session = _cpu_peer_session(args, cfg, classes, in_channels) if device < 0 else None
+    loops = [(bare_step, []), (driver.step, [])]
+    if session is not None and not isinstance(session, dict):
+        loops.append((session.step, []))
+    for _ in range(max(1, args.warmup)):   # warm up all (allocations, cuDNN autotune)
+        for fn, _rates in loops:
+            fn()
     _sync(device)
 
-    a_rates, b_rates = [], []
     for _ in range(args.blocks):
-        for fn, rates in ((bare_step, a_rates), (driver.step, b_rates)):
+        for fn, rates in loops:
             _sync(device)
             t0 = time.perf_counter()
             for _ in range(args.iters):
                 fn()
             _sync(device)
             rates.append(args.batch * args.iters / (time.perf_counter() - t0))
+    a_rates, b_rates = loops[0][1], loops[1][1]
     driver.finalize()
-    peer = _run_peer(args, cfg, device, classes, in_channels)
+    if session is None:
+        peer = _run_peer(args, cfg, device, classes, in_channels)
+    elif isinstance(session, dict):
+        peer = session
+    else:
+        peer = session.result(loops[2][1], args.iters, args.blocks, max(1, args.warmup))
+        peer['interleaved'] = True
 
     result = {
         'kind': 'step', 'arch': args.arch, 'batch': args.batch, 'size': args.size,
@@ -209,7 +237,12 @@ def run_step(args):
         'cpu_count': os.cpu_count(), 'threads_per_worker': cpu.threads_in_force(),
         # Process-wide, so (a) and (b) alike (pfn15/cpu.py; train.keep_freed_memory).
         'keep_freed_memory': bool(cpu.applied()),
+        # Both loops' models run these (pfn15/functions on CPU unless 'chainer').
+        'cpu_functions': cfg.model.cpu_functions if device < 0 else 'chainer (GPU)',
     }
+    if device < 0:
+        from pfn15 import blas_kernel
+        result['blas'] = blas_kernel.report()   # which OpenBLAS kernel ran, and why
     result['ratio'] = result['pfn15_img_per_s'] / result['bare_img_per_s']
     if peer is not None:
         # The peer's dict keeps its own keys (device, peak memory); its rate goes up.
@@ -241,6 +274,11 @@ def print_step(r):
     if r['device'] == 'cpu':
         print('  glibc malloc keeps freed memory (train.keep_freed_memory): %s'
               % ('yes' if r['keep_freed_memory'] else 'no'))
+        print('  CPU functions of (a) and (b) (model.cpu_functions): %s' % r['cpu_functions'])
+        b = r.get('blas') or {}
+        print('  OpenBLAS %s kernel: %s (%s; this CPU supports %s)'
+              % (b.get('version'), b.get('architecture'), b.get('why'),
+                 b.get('cpu_best') or "no AVX-512 rule: OpenBLAS's choice"))
     print('  model: %d parameters in %d arrays (%.1f MB of float32 gradients)'
           % (r['param_count'], r['param_arrays'], r['param_bytes'] / 1e6))
     if r.get('torch_peer') is not None:

@@ -144,84 +144,116 @@ def _skipped(reason, **extra):
     return r
 
 
+class _Session(object):
+    """A built peer: step() one training step, sync(), result(rates) the dict.
+    The model and batch live as long as the session (bench step on CPU keeps it
+    to interleave the peer's blocks with its own)."""
+
+    def __init__(self, torch, dev, amp, amp_dtype, fmt, batch, size, channels_last, classes,
+                 in_channels, lr, momentum, weight_decay, seed):
+        self.torch, self.dev, self.cuda = torch, dev, dev != 'cpu'
+        self.batch, self.size, self.classes, self.in_channels = batch, size, classes, in_channels
+        self.amp, self.amp_dtype, self.channels_last = amp, amp_dtype, channels_last
+        torch.manual_seed(seed)
+        model, self.source, self.tv_version = _build_model(classes, in_channels)
+        self.model = model = model.to(dev, memory_format=fmt).train()
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
+                              weight_decay=weight_decay)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn(batch, in_channels, size, size, generator=gen)
+        t = torch.randint(0, classes, (batch,), generator=gen)
+        x, t = x.to(dev).contiguous(memory_format=fmt), t.to(dev)
+        if self.cuda:
+            torch.cuda.set_device(dev)
+            torch.backends.cudnn.benchmark = True
+            # torch.amp.GradScaler('cuda') since torch 2.3; torch.cuda.amp's before.
+            scaler_cls = getattr(getattr(torch, 'amp', None), 'GradScaler', None)
+            scaler = (scaler_cls('cuda') if scaler_cls else torch.cuda.amp.GradScaler()) \
+                if amp else None
+            torch.cuda.reset_peak_memory_stats(dev)
+        else:
+            scaler = None
+        autocast = (lambda: torch.autocast(device_type=dev.split(':')[0], dtype=amp_dtype)) \
+            if amp else contextlib.nullcontext
+        # detached device tensors: reading them each step would synchronise
+        self.losses = losses = []
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            with autocast():
+                loss = loss_fn(model(x), t)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+            losses.append(loss.detach())
+        self.step = step
+
+    def sync(self):
+        if self.cuda:
+            self.torch.cuda.synchronize(self.dev)
+
+    def result(self, rates, iters, blocks, warmup):
+        torch, dev = self.torch, self.dev
+        if self.cuda:
+            peak = torch.cuda.max_memory_allocated(dev) / 2 ** 20
+            what = 'torch.cuda.max_memory_allocated (GPU, tensors only, not the caching ' \
+                   'allocator\'s reserve)'
+        else:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+            what = 'max resident set size of the whole process (ru_maxrss)'
+        return {
+            'status': 'ok',
+            'torch_img_per_s': statistics.median(rates) if rates else None,
+            'torch_blocks_img_per_s': rates,
+            'torch_losses': [float(v) for v in self.losses],
+            'torch_version': torch.__version__, 'torchvision_version': self.tv_version,
+            'model_source': self.source,
+            'param_count': int(sum(p.numel() for p in self.model.parameters())),
+            'amp': self.amp,
+            'amp_dtype': str(self.amp_dtype).replace('torch.', '') if self.amp else None,
+            'channels_last': bool(self.channels_last), 'device': dev,
+            'gpu': torch.cuda.get_device_name(dev) if self.cuda else None,
+            'threads': torch.get_num_threads(),
+            'batch': self.batch, 'size': self.size, 'iters': iters, 'blocks': blocks,
+            'warmup': warmup, 'classes': self.classes, 'in_channels': self.in_channels,
+            'peak_memory_mb': peak, 'peak_memory_what': what,
+        }
+
+
 def _measure(torch, dev, amp, amp_dtype, fmt, batch, size, iters, blocks, warmup,
              channels_last, classes, in_channels, lr, momentum, weight_decay, seed):
     """run_peer's loop, in a frame of its own: the model and batch are freed on return."""
-    cuda = dev != 'cpu'
-    torch.manual_seed(seed)
-    model, source, tv_version = _build_model(classes, in_channels)
-    model = model.to(dev, memory_format=fmt).train()
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
-                          weight_decay=weight_decay)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, in_channels, size, size, generator=gen)
-    t = torch.randint(0, classes, (batch,), generator=gen)
-    x, t = x.to(dev).contiguous(memory_format=fmt), t.to(dev)
-    if cuda:
-        torch.cuda.set_device(dev)
-        torch.backends.cudnn.benchmark = True
-        # torch.amp.GradScaler('cuda') since torch 2.3; torch.cuda.amp's before.
-        scaler_cls = getattr(getattr(torch, 'amp', None), 'GradScaler', None)
-        scaler = (scaler_cls('cuda') if scaler_cls else torch.cuda.amp.GradScaler()) \
-            if amp else None
-        torch.cuda.reset_peak_memory_stats(dev)
-    else:
-        scaler = None
-    autocast = (lambda: torch.autocast(device_type=dev.split(':')[0], dtype=amp_dtype)) \
-        if amp else contextlib.nullcontext
-    losses = []   # detached device tensors: reading them each step would synchronise
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with autocast():
-            loss = loss_fn(model(x), t)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
-        losses.append(loss.detach())
-
-    def sync():
-        if cuda:
-            torch.cuda.synchronize(dev)
-
+    peer = _Session(torch, dev, amp, amp_dtype, fmt, batch, size, channels_last, classes,
+                    in_channels, lr, momentum, weight_decay, seed)
     for _ in range(warmup):   # allocations, cuDNN autotuning, the scaler's first steps
-        step()
+        peer.step()
     rates = []
     for _ in range(blocks):
-        sync()
+        peer.sync()
         t0 = time.perf_counter()
         for _ in range(iters):
-            step()
-        sync()
+            peer.step()
+        peer.sync()
         rates.append(batch * iters / (time.perf_counter() - t0))
-    if cuda:
-        peak = torch.cuda.max_memory_allocated(dev) / 2 ** 20
-        what = 'torch.cuda.max_memory_allocated (GPU, tensors only, not the caching ' \
-               'allocator\'s reserve)'
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-        what = 'max resident set size of the whole process (ru_maxrss)'
-    return {
-        'status': 'ok',
-        'torch_img_per_s': statistics.median(rates) if rates else None,
-        'torch_blocks_img_per_s': rates,
-        'torch_losses': [float(v) for v in losses],
-        'torch_version': torch.__version__, 'torchvision_version': tv_version,
-        'model_source': source,
-        'param_count': int(sum(p.numel() for p in model.parameters())),
-        'amp': amp, 'amp_dtype': str(amp_dtype).replace('torch.', '') if amp else None,
-        'channels_last': bool(channels_last), 'device': dev,
-        'gpu': torch.cuda.get_device_name(dev) if cuda else None,
-        'threads': torch.get_num_threads(),
-        'batch': batch, 'size': size, 'iters': iters, 'blocks': blocks, 'warmup': warmup,
-        'classes': classes, 'in_channels': in_channels,
-        'peak_memory_mb': peak, 'peak_memory_what': what,
-    }
+    return peer.result(rates, iters, blocks, warmup)
+
+
+def cpu_session(batch, size, classes=1000, in_channels=3, lr=0.1, momentum=0.9,
+                weight_decay=1e-4, seed=0, channels_last=True):
+    """A CPU peer to time block by block (`step()`, then `result(rates, iters, blocks,
+    warmup)`), or the 'skipped' dict when torch is not importable."""
+    ok, why = available()
+    if not ok:
+        return _skipped(why, device='cpu')
+    import torch
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return _Session(torch, 'cpu', False, None, fmt, batch, size, channels_last, classes,
+                    in_channels, lr, momentum, weight_decay, seed)
 
 
 def run_peer(batch, size, device, iters, blocks, warmup, amp=None, channels_last=True,
@@ -273,11 +305,12 @@ def print_peer(r, ours=None):
         print('PyTorch peer: %s (%s)' % (r.get('status'), r.get('reason')))
         return
     rate = r['torch_img_per_s']
-    line = 'PyTorch peer: %.2f images/s (torch %s, %s, %s, %s, median of %d blocks x %d), ' \
+    line = 'PyTorch peer: %.2f images/s (torch %s, %s, %s, %s, median of %d blocks x %d%s), ' \
            'peak %.0f MB' % (
                rate, r['torch_version'], r['device'],
                'AMP %s' % r['amp_dtype'] if r['amp'] else 'float32',
                'channels-last' if r['channels_last'] else 'NCHW', r['blocks'], r['iters'],
+               ', interleaved with (a) and (b)' if r.get('interleaved') else '',
                r['peak_memory_mb'])
     if ours is not None and rate and math.isfinite(rate):
         line += '; pfn15/peer %.3f' % (ours / rate)

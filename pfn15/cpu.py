@@ -22,7 +22,12 @@ OMP_NUM_THREADS / OPENBLAS_NUM_THREADS / MKL_NUM_THREADS say otherwise. Measured
 (demo model, 2 vCPUs, 3 ranks): 0.23 s per iteration with OpenBLAS's default,
 0.12 s with one thread per rank.
 
-The GPU path needs neither: CuPy has its own memory pool, cuBLAS its own threads.
+3. OpenBLAS's kernel (pfn15/blas_kernel.py): chosen from the CPU flags before
+NumPy loads; set_threads() warns with the line to export when NumPy was loaded
+earlier with a weaker kernel. threadpoolctl only sets thread counts, so the
+two do not interact.
+
+The GPU path needs none of these: CuPy has its own memory pool, cuBLAS its own threads.
 """
 import os
 import ctypes
@@ -80,6 +85,8 @@ def set_threads(requested, ranks_on_node):
     the node's cores shared out over its ranks (at least one each).
     """
     global _threads
+    from pfn15 import blas_kernel
+    blas_kernel.check()
     n = requested or threads_from_environment() or \
         max(1, (os.cpu_count() or 1) // max(1, ranks_on_node))
     try:

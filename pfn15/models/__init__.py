@@ -10,6 +10,7 @@ def build(cfg, classes, in_channels):
     # statistics in avg_mean/avg_var; pfn15.bn all-reduces them before evaluation.
     bn_decay = cfg.bn.decay if cfg.bn.moving_average else 0.0
     if m.arch == 'resnet50':
-        return resnet50(classes, in_channels, m.zero_init_last_bn_gamma, bn_decay)
+        return resnet50(classes, in_channels, m.zero_init_last_bn_gamma, bn_decay,
+                        m.cpu_functions)
     return resnet_small(classes, in_channels, m.blocks_per_stage, m.width,
-                        m.zero_init_last_bn_gamma, bn_decay)
+                        m.zero_init_last_bn_gamma, bn_decay, m.cpu_functions)

@@ -9,11 +9,34 @@ residual block at 0 so every block starts as the identity.
 Every link is created with its input size, so the model has all its
 parameters at construction: ChainerMN can broadcast them before the first
 update and checkpoints never meet uninitialized parameters.
+
+On CPU (NumPy float32/float64 arrays) the forward pass runs pfn15's CPU
+functions (pfn15/functions: channels-last convolution as matrix products,
+BN fused with the ReLU that follows it, the residual add fused with its ReLU)
+through the same links and parameters; `cpu_functions='chainer'` keeps
+Chainer's own, and on GPU (or float16) Chainer's (cuDNN) always run. The BN
+links' avg_mean/avg_var are updated exactly as L.BatchNormalization does.
 """
 import chainer
 import chainer.functions as F
 import chainer.links as L
 from chainer import initializers
+
+from pfn15 import functions as P
+
+CPU_FUNCTIONS = ('pfn15', 'chainer')
+
+
+def _bn(bn, h, relu):
+    """pfn15's BN(+ReLU) with exactly what L.BatchNormalization.forward passes."""
+    if chainer.config.train:
+        avg_mean, avg_var = bn.avg_mean, bn.avg_var
+        if chainer.config.in_recomputing:   # as the link: no statistics update
+            avg_mean = avg_var = None
+        return P.batch_normalization(h, bn.gamma, bn.beta, bn.eps, avg_mean, avg_var,
+                                     bn.decay, relu=relu)
+    return P.fixed_batch_normalization(h, bn.gamma, bn.beta, bn.avg_mean, bn.avg_var,
+                                       bn.eps, relu=relu)
 
 
 class ConvBN(chainer.Chain):
@@ -27,8 +50,14 @@ class ConvBN(chainer.Chain):
             self.bn = L.BatchNormalization(out_ch, decay=bn_decay,
                                            initial_gamma=initializers.Constant(gamma))
 
-    def forward(self, x):
-        return self.bn(self.conv(x))
+    def forward(self, x, relu=False, cpu_functions='pfn15'):
+        """bn(conv(x)), then ReLU when relu=True."""
+        conv = self.conv
+        if cpu_functions == 'pfn15' and P.usable(x, conv.W, self.bn.gamma):
+            h = P.convolution_2d(x, conv.W, conv.stride[0], conv.pad[0])
+            return _bn(self.bn, h, relu)
+        h = self.bn(conv(x))
+        return F.relu(h) if relu else h
 
 
 class Bottleneck(chainer.Chain):
@@ -49,11 +78,13 @@ class Bottleneck(chainer.Chain):
             else:
                 self.shortcut = None
 
-    def forward(self, x):
-        h = F.relu(self.a(x))
-        h = F.relu(self.b(h))
-        h = self.c(h)
-        s = x if self.shortcut is None else self.shortcut(x)
+    def forward(self, x, cpu_functions='pfn15'):
+        h = self.a(x, True, cpu_functions)
+        h = self.b(h, True, cpu_functions)
+        h = self.c(h, False, cpu_functions)
+        s = x if self.shortcut is None else self.shortcut(x, False, cpu_functions)
+        if cpu_functions == 'pfn15' and P.usable(h, s):
+            return P.add_relu(h, s)
         return F.relu(h + s)
 
 
@@ -62,12 +93,17 @@ class ResNet(chainer.Chain):
 
     stem='imagenet': 7x7/2 convolution and 3x3/2 max pooling (224x224 inputs).
     stem='small': one 3x3 convolution (32x32 and smaller inputs).
+    cpu_functions: 'pfn15' (pfn15/functions on CPU) or 'chainer' (Chainer's own).
     """
 
     def __init__(self, classes, blocks, widths, stem='imagenet', in_channels=3,
-                 zero_init_last_gamma=True, bn_decay=0.9):
+                 zero_init_last_gamma=True, bn_decay=0.9, cpu_functions='pfn15'):
         super().__init__()
+        if cpu_functions not in CPU_FUNCTIONS:
+            raise ValueError('cpu_functions must be one of %s, not %r'
+                             % (CPU_FUNCTIONS, cpu_functions))
         self.stem_kind = stem
+        self.cpu_functions = cpu_functions
         stem_out = widths[0]
         with self.init_scope():
             if stem == 'imagenet':
@@ -86,24 +122,29 @@ class ResNet(chainer.Chain):
             self.fc = L.Linear(ch, classes, initialW=initializers.Normal(0.01))
 
     def forward(self, x):
-        h = F.relu(self.stem(x))
+        f = self.cpu_functions
+        h = self.stem(x, True, f)
         if self.stem_kind == 'imagenet':
-            h = F.max_pooling_2d(h, 3, stride=2, pad=1, cover_all=False)
+            if f == 'pfn15' and P.usable(h):
+                h = P.max_pooling_2d(h, 3, 2, 1)
+            else:
+                h = F.max_pooling_2d(h, 3, stride=2, pad=1, cover_all=False)
         for stage in self.stages:
             for block in stage:
-                h = block(h)
+                h = block(h, f)
         h = F.average(h, axis=(2, 3))
         return self.fc(h)
 
 
-def resnet50(classes=1000, in_channels=3, zero_init_last_gamma=True, bn_decay=0.9):
+def resnet50(classes=1000, in_channels=3, zero_init_last_gamma=True, bn_decay=0.9,
+             cpu_functions='pfn15'):
     """ResNet-50: 3, 4, 6, 3 bottleneck blocks; 25.6 M parameters at 1,000 classes."""
     return ResNet(classes, (3, 4, 6, 3), (64, 128, 256, 512), 'imagenet', in_channels,
-                  zero_init_last_gamma, bn_decay)
+                  zero_init_last_gamma, bn_decay, cpu_functions)
 
 
 def resnet_small(classes=10, in_channels=3, blocks_per_stage=2, width=16,
-                 zero_init_last_gamma=True, bn_decay=0.9):
+                 zero_init_last_gamma=True, bn_decay=0.9, cpu_functions='pfn15'):
     """A ResNet for 32x32 (or smaller) inputs: 3x3 stem, three stages of bottlenecks."""
     return ResNet(classes, (blocks_per_stage,) * 3, (width, 2 * width, 4 * width), 'small',
-                  in_channels, zero_init_last_gamma, bn_decay)
+                  in_channels, zero_init_last_gamma, bn_decay, cpu_functions)

@@ -39,6 +39,8 @@ NOT_TRAJECTORY = (
     'comm.name',
     # How failures are caught and reported, not what is computed.
     'train.stall_timeout', 'train.require_cudnn', 'data.max_bad_fraction',
+    # Which CPU functions compute the same math (pfn15's or Chainer's).
+    'model.cpu_functions',
 )
 
 # Trajectory keys no override can accept: the checkpoint's iteration count
