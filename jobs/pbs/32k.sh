@@ -49,8 +49,8 @@ fi
 # configs/32k.yaml reads data.root from ${IMAGENET_ROOT}: train/<wnid>/*.JPEG
 # and val/<wnid>/*.JPEG (or list files), readable from every node.
 export IMAGENET_ROOT="${IMAGENET_ROOT:-/path/to/ILSVRC2012}"
-# On a file system every node shares: each rank writes its own part of every
-# checkpoint and resume=auto needs all of them. Not per job id, so the next
+# On a file system every node shares: rank 0 writes the checkpoints and the
+# next job's rank 0, on whichever node, reads them. Not per job id, so the next
 # job finds the checkpoints of this one.
 OUT_DIR="${PFN15_OUT:-results/32k-1024gpu}"
 # One OpenMP/BLAS thread per process: the GPUs do the arithmetic, and 8 ranks

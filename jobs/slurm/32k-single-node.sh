@@ -39,6 +39,12 @@
 
 set -uo pipefail   # not -e: the training step's exit status is handled below
 cd "${SLURM_SUBMIT_DIR:-.}" || exit 1
+# Until the training runs, a time-limit warning (SIGUSR1) or a SIGTERM must not
+# kill this script (bash's default): note it; it is acted on before the launch.
+MAX_REQUEUES="${MAX_REQUEUES:-20}"
+EARLY_SIGNAL=
+trap 'EARLY_SIGNAL=USR1' USR1
+trap 'EARLY_SIGNAL=TERM' TERM
 
 # ---------------------------------------------------------------- environment
 # configs/32k.yaml reads data.root from ${IMAGENET_ROOT}: train/<wnid>/*.JPEG
@@ -68,6 +74,20 @@ export CHAINERMN_FORCE_ABORT_ON_EXCEPTION=1
 # here in seconds, one line per problem, instead of after the queue wait.
 python -m pfn15.env configs/32k.yaml || exit 2
 
+# A signal during the checks above: requeue (USR1) or stop (TERM) before starting.
+if [ "$EARLY_SIGNAL" = USR1 ]; then
+    if [ "${SLURM_RESTART_COUNT:-0}" -ge "$MAX_REQUEUES" ]; then
+        echo "pfn15: SIGUSR1 before the training started, and the job was already requeued $MAX_REQUEUES times; not requeueing" >&2
+        exit 1
+    fi
+    echo "pfn15: SIGUSR1 before the training started; requeueing job $SLURM_JOB_ID"
+    scontrol requeue "$SLURM_JOB_ID"
+    exit 0
+elif [ "$EARLY_SIGNAL" = TERM ]; then
+    echo "pfn15: SIGTERM before the training started; nothing to save"
+    exit 0
+fi
+
 # mpiexec, not srun: the same line for SLURM and PBS and for Open MPI, MPICH
 # (Hydra) and Intel MPI. `srun --mpi=pmix -n 8 python -m pfn15.train ...` also
 # works where the MPI is built with PMIx; the signal handling below is written
@@ -87,7 +107,6 @@ TRAIN_PID=$!
 # SIGTERM (scancel, or SLURM's own preemption, which requeues by itself): pass
 # it on and keep waiting (if this script exits, SLURM kills the ranks before
 # they have written their checkpoint), but do not requeue.
-MAX_REQUEUES="${MAX_REQUEUES:-20}"
 REQUEUE=0
 trap 'REQUEUE=1; kill -USR1 "$TRAIN_PID" 2>/dev/null' USR1
 trap 'kill -USR1 "$TRAIN_PID" 2>/dev/null' TERM

@@ -28,10 +28,17 @@
 
 set -uo pipefail   # not -e: the training step's exit status is handled below
 cd "${SLURM_SUBMIT_DIR:-.}" || exit 1
+# Until the training runs, a time-limit warning (SIGUSR1) or a SIGTERM must not
+# kill this script (bash's default): note it; it is acted on before the launch.
+MAX_REQUEUES="${MAX_REQUEUES:-3}"
+EARLY_SIGNAL=
+trap 'EARLY_SIGNAL=USR1' USR1
+trap 'EARLY_SIGNAL=TERM' TERM
 
 # ---------------------------------------------------------------- environment
 # Per job id: a requeue keeps the id and continues; a new submission starts
-# fresh. On a file system every node shares (every rank writes checkpoints).
+# fresh. On a file system every node shares (the requeued job's rank 0 reads
+# the checkpoints, on whichever node it lands).
 OUT_DIR="${PFN15_OUT:-results/cpu-check-${SLURM_JOB_ID:-local}}"
 # One OpenMP/BLAS thread per CPU SLURM gave the rank; more would oversubscribe.
 export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"
@@ -62,6 +69,20 @@ print("rank %d of %d on %s: %s" % (c.rank, c.size, socket.gethostname(),
 sys.exit(0 if c.size > 1 else "mpi4py sees a world of 1 rank: it does not use this mpiexec")
 ' || exit 1
 
+# A signal during the checks above: requeue (USR1) or stop (TERM) before starting.
+if [ "$EARLY_SIGNAL" = USR1 ]; then
+    if [ "${SLURM_RESTART_COUNT:-0}" -ge "$MAX_REQUEUES" ]; then
+        echo "pfn15: SIGUSR1 before the training started, and the job was already requeued $MAX_REQUEUES times; not requeueing" >&2
+        exit 1
+    fi
+    echo "pfn15: SIGUSR1 before the training started; requeueing job $SLURM_JOB_ID"
+    scontrol requeue "$SLURM_JOB_ID"
+    exit 0
+elif [ "$EARLY_SIGNAL" = TERM ]; then
+    echo "pfn15: SIGTERM before the training started; nothing to save"
+    exit 0
+fi
+
 # 2. Training. mpiexec, not srun, as in the GPU jobs (see jobs/slurm/32k.sh).
 # 4 ranks x 32 images = demo.yaml's global batch of 128, without accumulation:
 # the same global batch and schedule as `make demo` (2 ranks x 2 microbatches),
@@ -73,7 +94,6 @@ TRAIN_PID=$!
 # SIGUSR1: pass it on (mpiexec forwards SIGUSR1 to every rank unchanged), and
 # requeue once the training has checkpointed. SIGTERM (scancel, SLURM's own
 # preemption): pass it on and keep waiting for the checkpoint, no requeue.
-MAX_REQUEUES="${MAX_REQUEUES:-3}"
 REQUEUE=0
 trap 'REQUEUE=1; kill -USR1 "$TRAIN_PID" 2>/dev/null' USR1
 trap 'kill -USR1 "$TRAIN_PID" 2>/dev/null' TERM
