@@ -11,8 +11,8 @@ so each row is one output pixel's receptive field and the product is
 cols @ W', W' = W as (kh*kw*C_in, C_out); borders are written as zeros instead
 of padding a copy of x. Backward: gW = gy_rows^T @ cols and gx = gy_rows @ W'^T
 (then col2im) -- transposes go to BLAS as flags, never as copies. The forward
-keeps its im2col for the weight gradient (memory for time, as PyTorch's CPU
-backend does not; measured in README "CPU runs").
+keeps its im2col for the weight gradient (memory for time: no second im2col
+in the backward pass).
 """
 import numpy
 from chainer import function_node
