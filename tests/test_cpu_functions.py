@@ -106,6 +106,11 @@ def test_batch_normalization_matches_chainer(channels, relu, dtype):
         numpy.testing.assert_allclose(ours, theirs, **TOL[dtype])
 
     tol = dict(atol=1e-3, rtol=1e-2) if dtype == numpy.float32 else dict(atol=1e-6, rtol=1e-5)
+    # check_backward draws its direction from numpy.random: fixed here. With the
+    # ReLU, a finite-difference step that crosses 0 measures the kink, not the
+    # gradient: a small step (the check runs in float64) keeps clear of it.
+    numpy.random.seed(channels)
+    tol['eps'] = 1e-5 if relu else 1e-3
     gy = _scaled(rng, x.shape, dtype)
     gradient_check.check_backward(
         lambda x, g, b: P.batch_normalization(x, g, b, relu=relu), (x, gamma, beta), gy,

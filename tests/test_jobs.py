@@ -506,14 +506,14 @@ def _run_job(tmp_path, script, send=None, real_env_check=False, **env):
                             start_new_session=True)
     try:
         if send is not None:
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 60   # the real env check imports Chainer
             while not started.exists():
                 assert proc.poll() is None, proc.communicate()[0]
                 assert time.monotonic() < deadline, 'the fake training never started'
                 time.sleep(0.02)
             _wait_for_trap(proc.pid, send, deadline)
             proc.send_signal(send)
-        out, _ = proc.communicate(timeout=10)
+        out, _ = proc.communicate(timeout=120)   # a hang guard on a busy machine
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -110,6 +110,11 @@ TRAIN_PID=$!
 REQUEUE=0
 trap 'REQUEUE=1; kill -USR1 "$TRAIN_PID" 2>/dev/null' USR1
 trap 'kill -USR1 "$TRAIN_PID" 2>/dev/null' TERM
+# One that came between the launch and these traps: pass it on now.
+case "$EARLY_SIGNAL" in
+    USR1) REQUEUE=1; kill -USR1 "$TRAIN_PID" 2>/dev/null ;;
+    TERM) kill -USR1 "$TRAIN_PID" 2>/dev/null ;;
+esac
 
 # A trapped signal makes `wait` return early; wait again until mpiexec is
 # gone. Bash keeps a background job's exit status, so the last wait gets it.
