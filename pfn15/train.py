@@ -79,7 +79,6 @@ def build(cfg, comm):
     from pfn15 import cpu
     from pfn15 import comm as comm_module
     from pfn15 import data, models, optimizers
-    from pfn15.data import order
     from pfn15.data.iterator import GlobalOrderIterator
     from pfn15.training import checkpoint, resume
     from pfn15.training import extensions as X
@@ -130,9 +129,8 @@ def build(cfg, comm):
     # the same BN group of the same samples, whatever the worker count.
     epochs = X.GlobalEpochs(cfg.batch.global_, meta['train_size'], cfg.batch.schedule)
     stop = X.StopTrigger(cfg.train.epochs, cfg.train.iterations, epochs)
-    plan = order.BatchPlan(cfg.batch.global_, meta['train_size'], cfg.batch.schedule)
     train_iter = GlobalOrderIterator(
-        train, cfg.seed, plan, comm.size, comm.rank, cfg.batch.per_worker, stop.iterations,
+        train, cfg.seed, epochs, comm.size, comm.rank, cfg.batch.per_worker, stop.iterations,
         transform=data.train_transform(cfg),
         loader_workers=cfg.data.loader_workers if cfg.data.dataset == 'imagenet' else 0)
     microbatches = cfg.microbatches(comm.size)

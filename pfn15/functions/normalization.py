@@ -68,6 +68,17 @@ def _affine(x_rows, a, b, relu, shape):
     return nchw(y.reshape(shape))
 
 
+def _backward_sums(node, x, grad_outputs):
+    """What both BN backwards start from: x as (rows, channels), the output
+    gradient masked by the fused ReLU (if any), and its per-channel sums."""
+    x_rows = nhwc(x).reshape(-1, x.shape[1])
+    gy = nhwc(grad_outputs[0].array).reshape(x_rows.shape)
+    y = None
+    if node.relu:
+        y = nhwc(node.get_retained_outputs()[0].array).reshape(x_rows.shape)
+    return (x_rows,) + tuple(_masked_sums(gy, y, x_rows))
+
+
 def _masked_sums(gy_rows, y_rows, x_rows):
     """(g, sum(g), sum(g*x)): g = gy where the ReLU output y is > 0 (or gy itself
     when y is None), and its per-channel sums, on the threads. The mask is a
@@ -120,12 +131,7 @@ class BatchNormalization(function_node.FunctionNode):
 
     def backward(self, indexes, grad_outputs):
         x, gamma = (v.array for v in self.get_retained_inputs())
-        x_rows = nhwc(x).reshape(-1, x.shape[1])
-        gy = nhwc(grad_outputs[0].array).reshape(x_rows.shape)
-        y = None
-        if self.relu:
-            y = nhwc(self.get_retained_outputs()[0].array).reshape(x_rows.shape)
-        g, gbeta, gx_dot = _masked_sums(gy, y, x_rows)
+        x_rows, g, gbeta, gx_dot = _backward_sums(self, x, grad_outputs)
         m = x_rows.shape[0]
         mean, inv_std = self.mean, self.inv_std
         ggamma = (gx_dot - mean * gbeta) * inv_std
@@ -172,12 +178,7 @@ class FixedBatchNormalization(function_node.FunctionNode):
 
     def backward(self, indexes, grad_outputs):
         x, gamma, mean = (v.array for v in self.get_retained_inputs())
-        x_rows = nhwc(x).reshape(-1, x.shape[1])
-        gy = nhwc(grad_outputs[0].array).reshape(x_rows.shape)
-        y = None
-        if self.relu:
-            y = nhwc(self.get_retained_outputs()[0].array).reshape(x_rows.shape)
-        g, gbeta, gx_dot = _masked_sums(gy, y, x_rows)
+        x_rows, g, gbeta, gx_dot = _backward_sums(self, x, grad_outputs)
         inv_std = self.inv_std
         a = gamma.astype(numpy.float64) * inv_std
         # sum(g * xhat) = (sum(g*x) - mean*sum(g)) * inv_std

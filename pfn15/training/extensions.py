@@ -12,6 +12,7 @@ from chainer.training import extension
 
 from pfn15 import bn
 from pfn15 import schedules
+from pfn15.data import order
 
 
 class ScheduleDriver(extension.Extension):
@@ -90,7 +91,7 @@ class AllreduceBNStatistics(extension.Extension):
         bn.allreduce_statistics(self.model, self.comm)
 
 
-class GlobalEpochs(object):
+class GlobalEpochs(order.BatchPlan):
 
     """Epochs as the whole job counts them: samples seen by all workers / training-set size.
 
@@ -100,24 +101,14 @@ class GlobalEpochs(object):
     (evaluation, stopping, the log's epoch) counts with this.
     With a batch schedule (batch-size control) the global batch changes
     between updates, and epochs are the sum over its phases
-    (pfn15.schedules.batch_epoch_at).
+    (pfn15.schedules.batch_epoch_at). The global batch and the samples per
+    update come from `order.BatchPlan`, the same plan the data order follows.
     """
-
-    def __init__(self, global_batch, train_size, batch_schedule=()):
-        self.global_batch = global_batch
-        self.train_size = train_size
-        self.batch_schedule = [tuple(p) for p in batch_schedule]
 
     def at(self, iteration):
         if self.batch_schedule:
             return schedules.batch_epoch_at(iteration, self.train_size, self.batch_schedule)
         return iteration * self.global_batch / self.train_size
-
-    def batch(self, iteration):
-        """The global batch of the update after `iteration` done updates."""
-        if self.batch_schedule:
-            return schedules.batch_at_iteration(iteration, self.train_size, self.batch_schedule)
-        return self.global_batch
 
     def iterations_for(self, epochs):
         """The first iteration at which `epochs` epochs are complete."""
