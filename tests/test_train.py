@@ -165,6 +165,40 @@ def test_a_killed_rank_ends_the_job_within_60_seconds(tmp_path):
     assert rank_pids(out) == []
 
 
+@pytest.mark.parametrize('dtype,bad,stops', [
+    ('float32', float('nan'), True),
+    ('float32', float('inf'), True),
+    ('float16', -float('inf'), True),
+    ('float64', float('nan'), True),
+    # Finite, but their float32 (float16) sum overflows to inf: not a stop.
+    ('float32', 3.0e38, False),
+    ('float16', 6.0e4, False),
+])
+def test_finite_gradient_check_stops_on_nan_and_inf_only(dtype, bad, stops):
+    import chainer
+    from pfn15.training import extensions as X
+    link = chainer.Link()
+    with link.init_scope():
+        link.a = chainer.Parameter(numpy.zeros(1000, dtype))
+        link.b = chainer.Parameter(numpy.zeros((4, 5), dtype))
+        link.unused = chainer.Parameter(numpy.zeros(3, dtype))   # grad None
+    link.a.grad = numpy.full(1000, bad if not stops else 0.5, dtype)
+    link.b.grad = numpy.ones((4, 5), dtype)
+    if stops:
+        link.b.grad[2, 3] = bad
+    opt = chainer.optimizers.SGD(0.1)
+    opt.setup(link)
+    opt.add_hook(X.FiniteGradientCheck())
+    before = link.a.array.copy()
+    if stops:
+        with pytest.raises(X.NonFiniteError, match='non-finite gradient at iteration 1'):
+            opt.update()
+        assert (link.a.array == before).all()   # the weights were not touched
+    else:
+        opt.update()
+        assert numpy.isfinite(link.a.array).all() and (link.a.array != before).all()
+
+
 def test_nan_loss_stops_with_message_and_keeps_the_last_good_checkpoint(tmp_path):
     out = str(tmp_path / 'nan')
     r = train(2, DEMO, 'out=' + out, 'optimizer.name=momentum_sgd', 'schedule.lr=constant',
