@@ -235,6 +235,8 @@ def run_step(args):
         'bare_blocks_img_per_s': a_rates, 'pfn15_blocks_img_per_s': b_rates,
         'param_count': int(n_params), 'param_arrays': int(n_arrays), 'param_bytes': int(n_bytes),
         'cpu_count': os.cpu_count(), 'threads_per_worker': cpu.threads_in_force(),
+        # pfn15's functions split the products over those threads, BLAS on one each.
+        'products_split': bool(cpu.products_split()),
         # Process-wide, so (a) and (b) alike (pfn15/cpu.py; train.keep_freed_memory).
         'keep_freed_memory': bool(cpu.applied()),
         # Both loops' models run these (pfn15/functions on CPU unless 'chainer').
@@ -274,7 +276,10 @@ def print_step(r):
     if r['device'] == 'cpu':
         print('  glibc malloc keeps freed memory (train.keep_freed_memory): %s'
               % ('yes' if r['keep_freed_memory'] else 'no'))
-        print('  CPU functions of (a) and (b) (model.cpu_functions): %s' % r['cpu_functions'])
+        print('  CPU functions of (a) and (b) (model.cpu_functions): %s; %d thread(s), %s'
+              % (r['cpu_functions'], r['threads_per_worker'],
+                 'products split over them by pfn15, BLAS on one each'
+                 if r.get('products_split') else 'products on BLAS\'s threads'))
         b = r.get('blas') or {}
         print('  OpenBLAS %s kernel: %s (%s; this CPU supports %s)'
               % (b.get('version'), b.get('architecture'), b.get('why'),

@@ -93,7 +93,9 @@ def build(cfg, comm):
         from pfn15.env import check_cudnn
         check_cudnn(cfg, comm)   # im2col instead of cuDNN: say so once, or stop
     else:
-        cpu.set_threads(cfg.train.cpu_threads, comm.intra_size)
+        # With pfn15's functions the rank's threads split the products (BLAS: one).
+        cpu.set_threads(cfg.train.cpu_threads, comm.intra_size,
+                        split_products=cfg.model.cpu_functions == 'pfn15')
         if cfg.train.keep_freed_memory:
             cpu.keep_freed_memory()   # before the model and data allocate
     if cfg.train.dtype == 'mixed16':

@@ -8,6 +8,7 @@ its random direction, float64 numerics for both dtypes (the analytic float32
 backward is checked against a float64 numerical gradient).
 """
 import copy
+import os
 
 import numpy
 import pytest
@@ -255,7 +256,9 @@ def test_the_threaded_passes_give_the_same_results(monkeypatch):
     from pfn15 import cpu
     from pfn15.functions import _parallel
     monkeypatch.setattr(_parallel, 'MIN_BYTES', 0)
+    monkeypatch.setattr(_parallel, 'MIN_FLOPS', 0)
     monkeypatch.setattr(cpu, '_threads', 3)
+    monkeypatch.setattr(cpu, '_split', True)   # the products too (by rows, by inner dim)
     assert _parallel.threads() == 3
     rng = numpy.random.default_rng(3)
     x = rng.standard_normal((5, 6, 7, 7))
@@ -269,9 +272,63 @@ def test_the_threaded_passes_give_the_same_results(monkeypatch):
                                   F.relu(F.batch_normalization(x, g, b)).array, rtol=1e-10)
     gradient_check.check_backward(lambda x, g, b: P.batch_normalization(x, g, b, relu=True),
                                   (x, g, b), rng.standard_normal(x.shape))
+    xv, xr = chainer.Variable(x), chainer.Variable(x.copy())
+    y, ref = P.max_pooling_2d(xv, 3, 2, 1), F.max_pooling_2d(xr, 3, 2, 1, cover_all=False)
+    numpy.testing.assert_array_equal(y.array, ref.array)
+    gy = rng.standard_normal(y.shape)
+    y.grad, ref.grad = gy, gy.copy()
+    y.backward()
+    ref.backward()
+    numpy.testing.assert_allclose(xv.grad, xr.grad, rtol=1e-12)
     x2 = rng.standard_normal(x.shape)
     numpy.testing.assert_array_equal(P.add_relu(x, x2).array, F.relu(x + x2).array)
     gradient_check.check_backward(P.add_relu, (x, x2), rng.standard_normal(x.shape))
+
+
+@pytest.mark.parametrize('shape', [(7, 5, 4), (2, 40, 3), (40, 2, 3), (1, 9, 1), (5, 1, 6)])
+@pytest.mark.parametrize('split', [False, True])
+def test_split_matmul_is_numpys_product(shape, split, monkeypatch):
+    # By rows (a tall a), by the inner dimension (k >= 4x both of the result's:
+    # the partial products summed), or one call (below MIN_FLOPS, one thread,
+    # or products not split); transposed views as the weight gradient passes them.
+    from pfn15 import cpu
+    from pfn15.functions import _parallel
+    monkeypatch.setattr(_parallel, 'MIN_FLOPS', 0)
+    monkeypatch.setattr(cpu, '_threads', 3)
+    monkeypatch.setattr(cpu, '_split', split)
+    m, k, n = shape
+    rng = numpy.random.default_rng(m * 100 + k)
+    for dtype in DTYPES:
+        a = rng.standard_normal((k, m)).astype(dtype).T     # an F-ordered view
+        b = rng.standard_normal((k, n)).astype(dtype)
+        out = _parallel.matmul(a, b)
+        assert out.shape == (m, n) and out.dtype == dtype and out.flags.c_contiguous
+        numpy.testing.assert_allclose(out, a @ b, **TOL[dtype])
+
+
+def test_training_gives_blas_one_thread_when_pfn15_splits_the_products():
+    # Read back through threadpoolctl in a fresh process: pfn15's functions own the
+    # rank's threads; with Chainer's functions BLAS keeps them.
+    import json
+    import subprocess
+    import sys
+    code = (
+        "import json, sys, pfn15\n"
+        "from pfn15 import cpu\n"
+        "import numpy\n"
+        "from threadpoolctl import threadpool_info\n"
+        "n = cpu.set_threads(2, 1, split_products=sys.argv[1] == 'pfn15')\n"
+        "print(json.dumps({'n': n, 'split': cpu.products_split(), 'blas': sorted({\n"
+        "    p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas'})}))\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS')}
+    seen = {}
+    for functions in ('pfn15', 'chainer'):
+        out = subprocess.run([sys.executable, '-c', code, functions], capture_output=True,
+                             text=True, check=True, env=env)
+        seen[functions] = json.loads(out.stdout.splitlines()[-1])
+    assert seen['pfn15'] == {'n': 2, 'split': True, 'blas': [1]}
+    assert seen['chainer'] == {'n': 2, 'split': False, 'blas': [2]}
 
 
 @pytest.mark.parametrize('dtype', [chainer.mixed16, numpy.float16], ids=['mixed16', 'f16'])

@@ -46,6 +46,29 @@ def _channel_sums(r, q=None, lo=0, hi=None):
     return s, d
 
 
+def _in_chunks(fn, row_bytes):
+    """fn(lo, hi) over consecutive pieces of rows lo..hi of at most CHUNK_BYTES, so
+    the several passes a piece takes stay in cache: the arrays are read from
+    memory once and written once."""
+    step = _chunk_rows(row_bytes)
+
+    def run(lo, hi):
+        for i in range(lo, hi, step):
+            fn(i, min(i + step, hi))
+    return run
+
+
+def _chunk_rows(row_bytes):
+    return max(1, CHUNK_BYTES // row_bytes)
+
+
+def _tiled(v, dtype, row_bytes):
+    """A per-channel vector repeated over a chunk's rows: multiplying a chunk by
+    it is one flat loop, where broadcasting runs one short loop per row
+    (measured 7.4 vs 10.5 ms for x*a+b then ReLU over (25600, 256) float32)."""
+    return numpy.tile(numpy.asarray(v, dtype), (_chunk_rows(row_bytes), 1))
+
+
 def _sum_parts(parts):
     s = sum(p[0] for p in parts)
     d = sum(p[1] for p in parts) if parts[0][1] is not None else None
@@ -54,17 +77,19 @@ def _sum_parts(parts):
 
 def _affine(x_rows, a, b, relu, shape):
     """relu?(x*a + b) per row, on the threads; the NCHW view of the NHWC result."""
-    a = a.astype(x_rows.dtype)
-    b = b.astype(x_rows.dtype)
     y = numpy.empty_like(x_rows)
+    row_bytes = y[:1].nbytes
+    a, b = _tiled(a, y.dtype, row_bytes), _tiled(b, y.dtype, row_bytes)
+    zero = y.dtype.type(0)
 
     def rows(lo, hi):
         yr = y[lo:hi]
-        numpy.multiply(x_rows[lo:hi], a, out=yr)
-        yr += b
+        k = hi - lo
+        numpy.multiply(x_rows[lo:hi], a[:k], out=yr)
+        yr += b[:k]
         if relu:
-            numpy.maximum(yr, 0, out=yr)
-    over_ranges(rows, len(y), y.nbytes)
+            numpy.maximum(yr, zero, out=yr)
+    over_ranges(_in_chunks(rows, row_bytes), len(y), y.nbytes)
     return nchw(y.reshape(shape))
 
 
@@ -141,17 +166,19 @@ class BatchNormalization(function_node.FunctionNode):
             #    = g*a + x*b + c
             a = gamma.astype(numpy.float64) * inv_std
             b = -a * inv_std * ggamma / m
-            c = (-a * gbeta / m - b * mean).astype(g.dtype)
-            a, b = a.astype(g.dtype), b.astype(g.dtype)
+            c = -a * gbeta / m - b * mean
             gx_rows = numpy.empty_like(g)
+            row_bytes = g[:1].nbytes
+            a, b, c = (_tiled(v, g.dtype, row_bytes) for v in (a, b, c))
 
             def rows(lo, hi):
                 out = gx_rows[lo:hi]
-                numpy.multiply(g[lo:hi], a, out=out)
-                tmp = numpy.multiply(x_rows[lo:hi], b)
+                k = hi - lo
+                numpy.multiply(g[lo:hi], a[:k], out=out)
+                tmp = numpy.multiply(x_rows[lo:hi], b[:k])
                 out += tmp
-                out += c
-            over_ranges(rows, m, g.nbytes)
+                out += c[:k]
+            over_ranges(_in_chunks(rows, row_bytes), m, g.nbytes)
             gx = nchw(gx_rows.reshape(nhwc(x).shape))
         grads = (gx, ggamma.astype(gamma.dtype), gbeta.astype(gamma.dtype))
         return _first_order.wrap(self, indexes, grads, grad_outputs)

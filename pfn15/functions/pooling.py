@@ -11,6 +11,7 @@ from chainer import function_node
 
 from pfn15.functions import _first_order
 from pfn15.functions._layout import nchw, nhwc
+from pfn15.functions._parallel import over_ranges
 from pfn15.functions.convolution import _out_size, _valid
 
 
@@ -40,9 +41,15 @@ class MaxPooling2D(function_node.FunctionNode):
         xh = nhwc(x)
         n, h, w, c = xh.shape
         ho, wo = _out_size(h, self.k, self.s, self.p), _out_size(w, self.k, self.s, self.p)
-        y = numpy.full((n, ho, wo, c), -numpy.inf, dtype=xh.dtype)
-        for (ro, co), (ri, ci) in _taps(h, w, ho, wo, self.k, self.s, self.p):
-            numpy.maximum(y[:, ro, co], xh[:, ri, ci], out=y[:, ro, co])
+        y = numpy.empty((n, ho, wo, c), dtype=xh.dtype)
+        taps = list(_taps(h, w, ho, wo, self.k, self.s, self.p))
+
+        def images(lo, hi):
+            out, x_ = y[lo:hi], xh[lo:hi]
+            out[...] = -numpy.inf
+            for (ro, co), (ri, ci) in taps:
+                numpy.maximum(out[:, ro, co], x_[:, ri, ci], out=out[:, ro, co])
+        over_ranges(images, n, xh.nbytes)
         self.retain_inputs((0,))
         self.retain_outputs((0,))
         return nchw(y),
@@ -53,14 +60,20 @@ class MaxPooling2D(function_node.FunctionNode):
         gy = nhwc(grad_outputs[0].array)
         n, h, w, c = xh.shape
         ho, wo = yh.shape[1:3]
-        gx = numpy.zeros_like(xh)
-        taken = numpy.zeros(yh.shape, dtype=bool)
-        for (ro, co), (ri, ci) in _taps(h, w, ho, wo, self.k, self.s, self.p):
-            # The first window position (row-major) holding the maximum gets gy.
-            first = xh[:, ri, ci] == yh[:, ro, co]
-            first &= ~taken[:, ro, co]
-            taken[:, ro, co] |= first
-            gx[:, ri, ci] += gy[:, ro, co] * first
+        gx = numpy.empty_like(xh)
+        taps = list(_taps(h, w, ho, wo, self.k, self.s, self.p))
+
+        def images(lo, hi):
+            g, x_, y_, gy_ = gx[lo:hi], xh[lo:hi], yh[lo:hi], gy[lo:hi]
+            g[...] = 0
+            taken = numpy.zeros(y_.shape, dtype=bool)
+            for (ro, co), (ri, ci) in taps:
+                # The first window position (row-major) holding the maximum gets gy.
+                first = x_[:, ri, ci] == y_[:, ro, co]
+                first &= ~taken[:, ro, co]
+                taken[:, ro, co] |= first
+                g[:, ri, ci] += gy_[:, ro, co] * first
+        over_ranges(images, n, xh.nbytes)
         return _first_order.wrap(self, indexes, (nchw(gx),), grad_outputs)
 
 
