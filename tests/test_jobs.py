@@ -453,10 +453,14 @@ end=$((SECONDS + ${FAKE_SECONDS:-20}))
 while [ "$SECONDS" -lt "$end" ]; do sleep 0.05; done
 '''
 FAKE_LOGGER = '#!/bin/bash\necho "$(basename "$0") $*" >> "$FAKE_LOG"\n'
-# Stands in for `python -m pfn15.env` (logs it, exits FAKE_ENV_RC); any other
-# python command runs the real one. test_env_check_* run the real check.
+# Stands in for `python -m pfn15.env` (logs it, exits FAKE_ENV_RC; with
+# FAKE_EARLY_SIGNAL set, first sends that signal to the job script, as SLURM's
+# warning would come during the check); any other python command runs the real
+# one. test_env_check_* run the real check.
 FAKE_PYTHON = ('#!/bin/bash\n'
                'case "$*" in "-m pfn15.env"*) echo "python $*" >> "$FAKE_LOG"; '
+               'if [ -n "${FAKE_EARLY_SIGNAL:-}" ]; then kill -"$FAKE_EARLY_SIGNAL" "$PPID"; '
+               'sleep 0.2; fi; '
                'exit "${FAKE_ENV_RC:-0}";; esac\n'
                'exec %s "$@"\n' % shlex.quote(sys.executable))
 FAKE_QSTAT = ('#!/bin/bash\necho "Job Id: $2"\n'
@@ -571,6 +575,34 @@ def test_finished_run_is_not_requeued(tmp_path, sched):
     assert _requeues(calls) == [] and 'preempted' not in out, (calls, out)
     launches = [c for c in calls if c.startswith('mpiexec')]
     assert len(launches) == 2 and 'pfn15.train configs/demo.yaml' in launches[1], calls
+
+
+SLURM_SCRIPTS = [p for p in SCRIPTS if p.parent.name == 'slurm']
+
+
+@pytest.mark.parametrize('path', SLURM_SCRIPTS, ids=_ids(SLURM_SCRIPTS))
+def test_usr1_before_the_launch_requeues_without_training(tmp_path, path):
+    # The time-limit warning while the stack check runs: the trap notes it, the
+    # script requeues and exits 0 before starting any rank.
+    rc, calls, out = _run_job(tmp_path, path, FAKE_EARLY_SIGNAL='USR1')
+    assert rc == 0, out
+    assert 'SIGUSR1 before the training started; requeueing job 4242' in out, out
+    assert _requeues(calls) == ['scontrol requeue 4242'], (calls, out)
+    assert not [c for c in calls if 'pfn15.train' in c], calls
+
+
+@pytest.mark.parametrize('path', SLURM_SCRIPTS, ids=_ids(SLURM_SCRIPTS))
+def test_term_before_the_launch_stops_without_training(tmp_path, path):
+    rc, calls, out = _run_job(tmp_path, path, FAKE_EARLY_SIGNAL='TERM')
+    assert rc == 0 and 'SIGTERM before the training started; nothing to save' in out, out
+    assert _requeues(calls) == [] and not [c for c in calls if 'pfn15.train' in c], calls
+
+
+def test_usr1_before_the_launch_respects_the_requeue_cap(tmp_path):
+    rc, calls, out = _run_job(tmp_path, JOBS / 'slurm' / 'cpu-check.sh',
+                              FAKE_EARLY_SIGNAL='USR1', SLURM_RESTART_COUNT=3)
+    assert rc == 1 and 'already requeued 3 times; not requeueing' in out, out
+    assert _requeues(calls) == [] and not [c for c in calls if 'pfn15.train' in c], calls
 
 
 def test_pbs_timer_signals_before_the_walltime(tmp_path):

@@ -8,12 +8,17 @@ munge if missing; elsewhere these tests skip with the reason.
   `--signal=B:USR1@120` does at the limit): the script passes the signal on,
   the ranks checkpoint and exit 0, the script runs `scontrol requeue`, the
   requeued job resumes from the checkpoint and finishes with the same
-  summary.json figures as the uninterrupted job.
+  summary.json figures as the uninterrupted job;
+* the same signal while the script still runs its stack check (`python -m
+  pfn15.env`, before any rank starts): the script's early trap notes it, it
+  requeues without training, and the requeued job trains from the start to
+  the uninterrupted job's figures.
 
 Only the output paths are set from outside (PFN15_OUT, sbatch --output).
 """
 import json
 import os
+import shlex
 import sys
 import time
 
@@ -44,9 +49,10 @@ def slurm(tmp_path_factory):
     cluster.stop()
 
 
-def submit(slurm, out_dir):
+def submit(slurm, out_dir, bin_first=None):
+    path = os.path.dirname(sys.executable) + os.pathsep + os.environ['PATH']
     env = dict(slurm.env, PFN15_OUT=out_dir,
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ['PATH'])
+               PATH=(bin_first + os.pathsep + path) if bin_first else path)
     log = os.path.join(out_dir + '-slurm.out')
     r = slurm.run(['sbatch', '--parsable', '--output=' + log, SCRIPT], cwd=ROOT, env=env)
     return r.stdout.strip().split(';')[0], log
@@ -131,5 +137,39 @@ def test_time_limit_signal_checkpoints_requeues_and_resumes(slurm, uninterrupted
     a, b = summary(uninterrupted[2]), summary(out)
     assert b['resumed_from_iteration'] == stopped_at
     assert 0 < stopped_at < a['iterations']
+    for key in ('iterations', 'epochs', 'val_top1', 'val_loss', 'train_loss', 'workers'):
+        assert b[key] == pytest.approx(a[key], rel=1e-6), key
+
+
+def test_time_limit_signal_during_the_stack_check_requeues_before_training(
+        slurm, uninterrupted, tmp_path_factory):
+    base = tmp_path_factory.mktemp('cpu-check')
+    out = str(base / 'early')
+    # `python` first on the job's PATH: on the first run, the stack check asks
+    # SLURM to signal the batch script (real slurmd delivery), and gives the
+    # signal time to arrive while the check still runs; then the real python.
+    bin_dir = base / 'bin'
+    bin_dir.mkdir()
+    wrapper = bin_dir / 'python'
+    wrapper.write_text(
+        '#!/bin/bash\n'
+        'if [ "$1 $2" = "-m pfn15.env" ] && [ "${SLURM_RESTART_COUNT:-0}" = 0 ]; then\n'
+        '    scancel --batch --signal=USR1 "$SLURM_JOB_ID"\n'
+        '    sleep 3\n'
+        'fi\n'
+        'exec %s "$@"\n' % shlex.quote(sys.executable))
+    wrapper.chmod(0o755)
+    t0 = time.time()
+    job_id, log = submit(slurm, out, bin_first=str(bin_dir))
+    job, text = wait_done(slurm, job_id, log, restarts=1)
+    print('cpu-check.sh on SLURM, signalled before the launch: %.1f s' % (time.time() - t0))
+    assert job['JobState'] == 'COMPLETED' and job['ExitCode'] == '0:0', text[-3000:]
+    assert int(job['Restarts']) == 1, job
+    assert 'pfn15: SIGUSR1 before the training started; requeueing job %s' % job_id in text, \
+        text[-3000:]
+    assert 'preempted' not in text and 'resumed from the checkpoint' not in text, text[-3000:]
+    assert text.count('pfn15: done:') == 1, text[-3000:]
+    a, b = summary(uninterrupted[2]), summary(out)
+    assert b['resumed_from_iteration'] is None
     for key in ('iterations', 'epochs', 'val_top1', 'val_loss', 'train_loss', 'workers'):
         assert b[key] == pytest.approx(a[key], rel=1e-6), key
