@@ -165,8 +165,9 @@ class TrainConfig:
     # CPU: glibc malloc keeps freed activations for the next step instead of
     # returning them to the OS (pfn15/cpu.py; ~20% faster ResNet-50 steps).
     keep_freed_memory: bool = True
-    # CPU: BLAS threads per rank; 0 = OMP_NUM_THREADS if set, else the node's
-    # cores / its ranks (pfn15/cpu.py).
+    # CPU: threads per rank (BLAS's, or with pfn15's CPU functions pfn15's, which
+    # split the products, BLAS on one each); 0 = OMP_NUM_THREADS if set, else the
+    # node's cores / its ranks (pfn15/cpu.py).
     cpu_threads: int = field(default=0, metadata={'min': 0})
     # GPU: stop (exit 2) instead of warning when cuDNN is off and convolutions
     # would run as im2col + GEMM (pfn15/env.py check_cudnn; `python -m pfn15.env`).
