@@ -151,3 +151,32 @@ def test_gpu_kernel_matches_cpu():
         opt.lr, opt.alpha_sgd = 0.2, a
         opt.update()
     numpy.testing.assert_allclose(cupy.asnumpy(link.W.array), cpu, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('alpha_sgd', [0.0, 0.4, 1.0])
+@pytest.mark.parametrize('dtype', [numpy.float32, numpy.float64])
+def test_a_large_parameter_updated_in_pieces_on_threads_is_the_same_bits(
+        monkeypatch, alpha_sgd, dtype):
+    # Large parameters go in cache-sized pieces over the rank's threads; small
+    # ones in one piece. Forced here on 3 threads with small, uneven pieces.
+    from pfn15 import cpu
+    from pfn15.functions import _parallel
+    rng = numpy.random.default_rng(7)
+    theta0 = rng.standard_normal((301, 1009))          # 2.4 MB in float64, >= MIN_BYTES
+    grads = [rng.standard_normal(theta0.shape) for _ in range(4)]
+    lrs, alphas = [0.3, 0.2, 0.1, 0.05], [alpha_sgd] * 4
+
+    def run():
+        return run_chainer(RMSpropWarmup(lr_rmsprop=1e-3), theta0, grads, lrs, alphas,
+                           dtype=dtype)
+    whole = run()
+    monkeypatch.setattr(cpu, '_threads', 3)
+    monkeypatch.setattr(_parallel, 'MIN_BYTES', 2 ** 16)
+    monkeypatch.setattr(_parallel, 'CHUNK_BYTES', 40000)   # not a divisor of the size
+    calls = []
+    real = _parallel.over_ranges
+    monkeypatch.setattr(_parallel, 'over_ranges',
+                        lambda fn, n, nbytes: calls.append(n) or real(fn, n, nbytes))
+    pieces = run()
+    assert calls and all(n == theta0.size for n in calls)   # the split path ran
+    assert pieces.dtype == dtype and numpy.array_equal(pieces, whole)

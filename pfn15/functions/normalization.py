@@ -19,14 +19,12 @@ from chainer import function_node
 
 from pfn15.functions import _first_order
 from pfn15.functions._layout import nchw, nhwc
-from pfn15.functions._parallel import over_ranges
+from pfn15.functions._parallel import chunk_rows, in_chunks, over_ranges
 
-
-# Rows per chunk of the per-channel sums: a chunk (<= 512 KiB) is summed in
-# float32 while it is in cache, the chunks' sums are added in float64. Plain
-# float64 reductions (dtype=float64) measured 3-6x slower; one float32 sum over
-# all N*H*W rows (100k at the stem) would lose digits.
-CHUNK_BYTES = 2 ** 19
+# The per-channel sums: a chunk (chunk_rows, <= 512 KiB) is summed in float32
+# while it is in cache, the chunks' sums are added in float64. Plain float64
+# reductions (dtype=float64) measured 3-6x slower; one float32 sum over all
+# N*H*W rows (100k at the stem) would lose digits.
 
 
 def _channel_sums(r, q=None, lo=0, hi=None):
@@ -34,7 +32,7 @@ def _channel_sums(r, q=None, lo=0, hi=None):
     given (float64)."""
     c = r.shape[1]
     hi = r.shape[0] if hi is None else hi
-    step = max(1, CHUNK_BYTES // (c * r.itemsize))
+    step = chunk_rows(c * r.itemsize)
     s = numpy.zeros(c)
     d = numpy.zeros(c) if q is not None else None
     for i in range(lo, hi, step):
@@ -46,28 +44,12 @@ def _channel_sums(r, q=None, lo=0, hi=None):
     return s, d
 
 
-def _in_chunks(fn, row_bytes):
-    """fn(lo, hi) over consecutive pieces of rows lo..hi of at most CHUNK_BYTES, so
-    the several passes a piece takes stay in cache: the arrays are read from
-    memory once and written once."""
-    step = _chunk_rows(row_bytes)
-
-    def run(lo, hi):
-        for i in range(lo, hi, step):
-            fn(i, min(i + step, hi))
-    return run
-
-
-def _chunk_rows(row_bytes):
-    return max(1, CHUNK_BYTES // row_bytes)
-
-
 def _tiled(v, dtype, row_bytes, rows):
     """A per-channel vector repeated over a chunk's rows (at most `rows`):
     multiplying a chunk by it is one flat loop, where broadcasting runs one
     short loop per row (measured 7.4 vs 10.5 ms for x*a+b then ReLU over
     (25600, 256) float32)."""
-    return numpy.tile(numpy.asarray(v, dtype), (min(rows, _chunk_rows(row_bytes)), 1))
+    return numpy.tile(numpy.asarray(v, dtype), (min(rows, chunk_rows(row_bytes)), 1))
 
 
 def _sum_parts(parts):
@@ -90,7 +72,7 @@ def _affine(x_rows, a, b, relu, shape):
         yr += b[:k]
         if relu:
             numpy.maximum(yr, zero, out=yr)
-    over_ranges(_in_chunks(rows, row_bytes), len(y), y.nbytes)
+    over_ranges(in_chunks(rows, row_bytes), len(y), y.nbytes)
     return nchw(y.reshape(shape))
 
 
@@ -179,7 +161,7 @@ class BatchNormalization(function_node.FunctionNode):
                 tmp = numpy.multiply(x_rows[lo:hi], b[:k])
                 out += tmp
                 out += c[:k]
-            over_ranges(_in_chunks(rows, row_bytes), m, g.nbytes)
+            over_ranges(in_chunks(rows, row_bytes), m, g.nbytes)
             gx = nchw(gx_rows.reshape(nhwc(x).shape))
         grads = (gx, ggamma.astype(gamma.dtype), gbeta.astype(gamma.dtype))
         return _first_order.wrap(self, indexes, grads, grad_outputs)
