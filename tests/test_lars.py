@@ -170,3 +170,54 @@ def test_float32_params_stay_float32():
     opt.update()
     assert m.l.W.array.dtype == numpy.float32
     assert numpy.isfinite(m.l.W.array).all()
+
+
+@pytest.mark.parametrize('dtype', [numpy.float32, numpy.float64])
+def test_a_large_parameter_in_pieces_on_threads_is_the_same_bits(monkeypatch, dtype):
+    # Large parameters: the float64 norms and the update in cache-sized pieces
+    # over the rank's threads. Forced here on 3 threads with small, uneven
+    # pieces; the update is elementwise (the same bits), the norms agree with
+    # NumPy's float64 norm to rounding.
+    from pfn15 import cpu
+    from pfn15.functions import _parallel
+    from pfn15.optimizers import lars
+    rng = numpy.random.RandomState(11)
+    w0 = rng.randn(257, 1031).astype(dtype)    # >= the patched MIN_BYTES below
+    grads = [rng.randn(*w0.shape).astype(dtype) * 1e-2 for _ in range(3)]
+
+    def run():
+        link = chainer.Link()
+        with link.init_scope():
+            link.W = chainer.Parameter(w0.copy())
+        opt = LARS(lr=0.5, momentum=0.9, weight_decay=5e-4, trust=0.02)
+        opt.setup(link)
+        rates = []
+        for g in grads:
+            link.W.grad = g.copy()
+            opt.update()
+            rates.append(link.W.update_rule.last_local_lr)
+        return link.W.array, rates
+
+    def step(local=0.0123):   # the update alone, at one local rate
+        rule = lars.LARSRule(lr=0.5, momentum=0.9, weight_decay=5e-4)
+        w, v = w0.copy(), (grads[1] * 3).astype(dtype)
+        rule._update_numpy(grads[0].copy(), w, v, local)
+        return w, v
+
+    whole, whole_rates = run()
+    whole_step = step()
+    monkeypatch.setattr(cpu, '_threads', 3)
+    monkeypatch.setattr(_parallel, 'MIN_BYTES', 2 ** 16)
+    monkeypatch.setattr(_parallel, 'CHUNK_BYTES', 40000)
+    assert float(lars.norm(w0)) == pytest.approx(
+        numpy.linalg.norm(w0.astype(numpy.float64)), rel=1e-13)
+    for a, b in zip(step(), whole_step):
+        assert numpy.array_equal(a, b)
+    pieces, piece_rates = run()
+    assert piece_rates == pytest.approx(whole_rates, rel=1e-12)
+    if piece_rates == whole_rates:   # the same local rate: the same bits
+        assert numpy.array_equal(pieces, whole)
+    else:
+        # Local rates a rounding apart: steps of ~1e-3 differ by ~1e-16 of that.
+        tol = 1e-12 if dtype == numpy.float64 else 1e-6
+        numpy.testing.assert_allclose(pieces, whole, rtol=tol, atol=tol)

@@ -31,6 +31,7 @@ import chainer
 from chainer.backends import cuda
 from chainer import optimizer
 
+from pfn15.functions import _parallel
 from pfn15.optimizers import kernels
 
 # The GPU kernels. Each text is also compiled for the host and checked against
@@ -77,7 +78,21 @@ def norm(x, xp=numpy):
 
     float64 cannot overflow or underflow where float16 does, and the result does
     not depend on the order of the sum: NumPy's and CuPy's agree to rounding.
+    A large NumPy array is summed in cache-sized float64 pieces on the rank's
+    threads (no float64 copy of the whole array).
     """
+    if xp is numpy and x.nbytes >= _parallel.MIN_BYTES and x.flags.c_contiguous:
+        flat = x.reshape(-1)
+        step = _parallel.chunk_rows(8)   # the piece's float64 copy fits the chunk
+
+        def squares(lo, hi):
+            total = 0.0
+            for i in range(lo, hi, step):
+                piece = flat[i:min(i + step, hi)].astype(numpy.float64)
+                total += float(numpy.dot(piece, piece))
+            return total
+        return numpy.sqrt(numpy.float64(sum(_parallel.over_ranges(squares, flat.size,
+                                                                  x.nbytes))))
     return xp.sqrt(xp.sum(xp.square(x, dtype=numpy.float64)))
 
 
@@ -136,7 +151,19 @@ class LARSRule(optimizer.UpdateRule):
         v[...], w[...] = v_acc, w_acc
 
     def _update_numpy(self, grad, w, v, local):
-        """The update rule in NumPy, in place on w and v (all of one dtype)."""
+        """The update rule in NumPy, in place on w and v (all of one dtype); a
+        large parameter in cache-sized pieces on the rank's threads (the same
+        bits, as RMSpropWarmupRule._update_numpy)."""
+        arrays = (grad, w, v)
+        if w.nbytes < _parallel.MIN_BYTES or not all(a.flags.c_contiguous for a in arrays):
+            self._update_pieces(grad, w, v, local)
+            return
+        flat = [a.reshape(-1) for a in arrays]   # views: contiguous
+        _parallel.over_ranges(_parallel.in_chunks(
+            lambda lo, hi: self._update_pieces(*[a[lo:hi] for a in flat], local), w.itemsize),
+            w.size, w.nbytes)
+
+    def _update_pieces(self, grad, w, v, local):
         hp = self.hyperparam
         d = grad + hp.weight_decay * w if hp.weight_decay else grad
         v *= hp.momentum
