@@ -483,7 +483,7 @@ def _wait_for_trap(pid, sig, deadline):
     raise AssertionError('the script never set a trap for %s' % signal.Signals(sig).name)
 
 
-def _run_job(tmp_path, script, send=None, real_env_check=False, **env):
+def _run_job(tmp_path, script, send=None, real_env_check=False, timeout=120, **env):
     """Run `script` with fake scheduler and MPI commands; optionally send it a
     signal once the (fake) training runs. Returns (exit status, log lines, output)."""
     bin_dir = tmp_path / 'bin'
@@ -517,7 +517,7 @@ def _run_job(tmp_path, script, send=None, real_env_check=False, **env):
                 time.sleep(0.02)
             _wait_for_trap(proc.pid, send, deadline)
             proc.send_signal(send)
-        out, _ = proc.communicate(timeout=120)   # a hang guard on a busy machine
+        out, _ = proc.communicate(timeout=timeout)   # a hang guard on a busy machine
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -603,6 +603,19 @@ def test_usr1_before_the_launch_respects_the_requeue_cap(tmp_path):
                               FAKE_EARLY_SIGNAL='USR1', SLURM_RESTART_COUNT=3)
     assert rc == 1 and 'already requeued 3 times; not requeueing' in out, out
     assert _requeues(calls) == [] and not [c for c in calls if 'pfn15.train' in c], calls
+
+
+def test_pbs_timer_never_keeps_a_finished_job_open(tmp_path):
+    # A training that ends at once races the walltime timer's start-up: a TERM
+    # between its fork of `sleep` and its noting the PID left that sleep holding
+    # the job's output, and the job never finished for whoever reads it (5 of
+    # 150 runs hung before the timer was detached from the output).
+    for i in range(150):
+        run_dir = tmp_path / str(i)
+        run_dir.mkdir()
+        rc, calls, out = _run_job(run_dir, JOBS / 'pbs' / 'cpu-check.sh', FAKE_SECONDS=0,
+                                  timeout=30)
+        assert rc == 0, out
 
 
 def test_pbs_timer_signals_before_the_walltime(tmp_path):

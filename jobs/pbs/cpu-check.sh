@@ -91,8 +91,8 @@ trap 'kill -USR1 "$TRAIN_PID" 2>/dev/null' TERM
 # The timer: SIGUSR1 to this script WARN_S seconds before the walltime that
 # qstat reports (PBS Pro and Torque print "Resource_List.walltime = H:M:S").
 warn_before_walltime() {
-    local sleeper
-    trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
+    local sleeper=
+    trap '[ -n "$sleeper" ] && kill "$sleeper" 2>/dev/null; exit 0' TERM
     sleep "$1" & sleeper=$!
     wait "$sleeper" && kill -USR1 "$$"
 }
@@ -100,7 +100,10 @@ WALLTIME_S=$(qstat -f "${PBS_JOBID:-}" 2>/dev/null |
     awk -F' = ' '/Resource_List.walltime/ {n = split($2, t, ":"); print t[n-2]*3600 + t[n-1]*60 + t[n]; exit}')
 TIMER_PID=
 if [ -n "$WALLTIME_S" ] && [ "$WALLTIME_S" -gt "$WARN_S" ]; then
-    warn_before_walltime "$((WALLTIME_S - WARN_S))" &
+    # Detached from the job's output: a TERM between the timer's fork of sleep
+    # and its noting the PID leaves that sleep behind, and it must not hold
+    # the log open.
+    warn_before_walltime "$((WALLTIME_S - WARN_S))" </dev/null >/dev/null 2>&1 &
     TIMER_PID=$!
 else
     echo "pfn15: walltime unknown (qstat -f); no checkpoint before the walltime" >&2
