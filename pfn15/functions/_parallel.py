@@ -67,6 +67,21 @@ def in_chunks(fn, row_bytes):
     return run
 
 
+def elementwise(fn, *arrays):
+    """fn(*arrays) for an elementwise fn that works in place. Arrays of one size,
+    large and C-contiguous: fn on cache-sized pieces of their flat views, over
+    the rank's threads -- the same bits as one call, each array read and
+    written once however many passes fn makes. Otherwise one call."""
+    first = arrays[0]
+    if first.nbytes < MIN_BYTES or not all(
+            a.flags.c_contiguous and a.size == first.size for a in arrays):
+        fn(*arrays)
+        return
+    flat = [a.reshape(-1) for a in arrays]   # views: contiguous
+    over_ranges(in_chunks(lambda lo, hi: fn(*[a[lo:hi] for a in flat]), first.itemsize),
+                first.size, first.nbytes)
+
+
 def chunk_rows(row_bytes):
     """Rows of `row_bytes` each in one piece of in_chunks()."""
     return max(1, CHUNK_BYTES // max(1, row_bytes))

@@ -153,15 +153,9 @@ class LARSRule(optimizer.UpdateRule):
     def _update_numpy(self, grad, w, v, local):
         """The update rule in NumPy, in place on w and v (all of one dtype); a
         large parameter in cache-sized pieces on the rank's threads (the same
-        bits, as RMSpropWarmupRule._update_numpy)."""
-        arrays = (grad, w, v)
-        if w.nbytes < _parallel.MIN_BYTES or not all(a.flags.c_contiguous for a in arrays):
-            self._update_pieces(grad, w, v, local)
-            return
-        flat = [a.reshape(-1) for a in arrays]   # views: contiguous
-        _parallel.over_ranges(_parallel.in_chunks(
-            lambda lo, hi: self._update_pieces(*[a[lo:hi] for a in flat], local), w.itemsize),
-            w.size, w.nbytes)
+        bits: pfn15/functions/_parallel.elementwise)."""
+        _parallel.elementwise(lambda g, w_, v_: self._update_pieces(g, w_, v_, local),
+                              grad, w, v)
 
     def _update_pieces(self, grad, w, v, local):
         hp = self.hyperparam
