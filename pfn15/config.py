@@ -7,8 +7,12 @@ import here) and every problem raises `ConfigError` naming the dotted key, so
 
 Strings may hold `${VAR}` (or `${VAR:-default}`) environment references, so a
 config can take its data path from the job's environment.
+
+Every key, with its default, choices and bounds, is a field below; `python -m
+pfn15.train --show-config CONFIG [key=value ...]` prints a resolved config.
 """
 import dataclasses
+import difflib
 import os
 import re
 import typing
@@ -17,9 +21,11 @@ from typing import List
 
 import yaml
 
+from pfn15 import errors
 
-class ConfigError(ValueError):
-    """A config problem, with the dotted key it concerns."""
+
+class ConfigError(errors.UserError, ValueError):
+    """A config problem, with the dotted key it concerns (exit 2)."""
 
     def __init__(self, key, message):
         self.key = key
@@ -297,7 +303,8 @@ def _coerce(key, value, tp, meta):
             raise ConfigError(key, 'expected a string, got %r' % (value,))
         value = _expand_env(key, value)
         if 'choices' in meta and value not in meta['choices']:
-            raise ConfigError(key, '%r is not one of: %s' % (value, ', '.join(meta['choices'])))
+            raise ConfigError(key, '%r is not one of: %s%s' % (
+                value, ', '.join(meta['choices']), errors.did_you_mean(value, meta['choices'])))
         return value
     if 'min' in meta and value < meta['min']:
         raise ConfigError(key, 'must be >= %s, got %r' % (meta['min'], value))
@@ -318,8 +325,8 @@ def _build(cls, data, prefix):
     hints = typing.get_type_hints(cls)
     for k in data:
         if k not in fields:
-            near = [n for n in fields if n.startswith(str(k)[:3])]
-            hint = ' (did you mean %s?)' % ', '.join(prefix + n for n in near) if near else ''
+            near = _near_keys(cls, str(k), data[k])
+            hint = ' (did you mean %s?)' % ' or '.join(prefix + n for n in near) if near else ''
             raise ConfigError(prefix + str(k), 'unknown key%s; known keys here: %s'
                               % (hint, ', '.join(fields)))
     kwargs = {}
@@ -336,6 +343,28 @@ def _build(cls, data, prefix):
         else:
             kwargs[f.name] = _coerce(key, data[name], tp, f.metadata)
     return cls(**kwargs)
+
+
+def _near_keys(cls, key, value):
+    """The keys of `cls` a typo `key` may stand for (at most 3); for a section, the
+    path completed with its one key below: `trian: {epochs: 3}` -> ['train.epochs']."""
+    fields = {_yaml_name(f): f for f in dataclasses.fields(cls)}
+    near = difflib.get_close_matches(key, list(fields), n=3, cutoff=0.6)
+    near += [n for n in fields if n.startswith(key[:3]) and n not in near]
+    hints = typing.get_type_hints(cls)
+    out = []
+    for name in near[:3]:
+        tp = hints[fields[name].name]
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict) and len(value) == 1:
+            (sub, subvalue), = value.items()
+            sub_fields = [_yaml_name(f) for f in dataclasses.fields(tp)]
+            if sub in sub_fields:
+                name += '.' + sub
+            else:
+                inner = _near_keys(tp, str(sub), subvalue)
+                name += '.' + inner[0] if inner else ''
+        out.append(name)
+    return out
 
 
 def _set_dotted(tree, key, value):
@@ -502,6 +531,9 @@ def list_path(cfg, key):
 
 def check_output_dir(out):
     """Create `out` and prove it is writable, or raise ConfigError('out', ...)."""
+    if os.path.isfile(out):
+        raise ConfigError('out', '%s is a file, not a directory: set out= to a directory '
+                                 '(a new one, or the run to resume)' % out)
     try:
         os.makedirs(out, exist_ok=True)
         probe = os.path.join(out, '.write-test-%d' % os.getpid())

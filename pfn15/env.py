@@ -350,18 +350,16 @@ def check_cudnn(cfg, comm):
     if cfg.train.device != 'gpu':
         return
     enabled, _, reason = cudnn_status()
-    verdicts = comm.mpi_comm.allgather(None if enabled else (platform.node(), reason))
+    verdicts = comm.mpi_comm.allgather(None if enabled else (errors.host(), reason))
     off = [(rank, v) for rank, v in enumerate(verdicts) if v is not None]
     if not off:
         return
     rank, (host, reason) = off[0]
     where = ('all %d ranks' % comm.size if len(off) == comm.size else
              '%d of %d ranks, first rank %d on %s' % (len(off), comm.size, rank, host))
-    if cfg.train.require_cudnn:
-        if comm.rank == 0:
-            print('pfn15: error: train.require_cudnn is true, but cuDNN is off (%s): %s'
-                  % (where, reason), file=sys.stderr, flush=True)
-        sys.exit(2)
+    if cfg.train.require_cudnn:   # every rank has the verdicts: raised on all at once
+        raise errors.UserError('train.require_cudnn is true, but cuDNN is off (%s): %s'
+                               % (where, reason))
     if comm.rank == 0:
         print('pfn15: warning: cuDNN is off (%s): convolutions run as im2col + GEMM, '
               'several times slower: %s. (train.require_cudnn: true makes this an error.)'

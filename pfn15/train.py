@@ -2,6 +2,7 @@
 
     mpiexec -n 1024 python -m pfn15.train configs/32k.yaml
     mpiexec -n 2 python -m pfn15.train configs/demo.yaml out=results/try train.epochs=3
+    python -m pfn15.train --show-config configs/demo.yaml train.epochs=3
 
 Reads top to bottom like the ChainerMN ImageNet example's main(): config,
 communicator, data (rank 0 lists and broadcasts), model, optimizer wrapped
@@ -10,22 +11,18 @@ accumulating updater, the trainer and its extensions, resume, run, summary.
 The recipe pieces live in their own modules (schedules, optimizers, bn,
 data/order.py, training/).
 
-Exit status: 0 done, or stopped by SIGTERM/SIGUSR1/a first Ctrl-C (with a
-checkpoint, or before training started); 2 bad config or data (missing files,
-too many corrupt images, no room for checkpoints), found on any rank, or `out`
-holding a different run (pfn15/training/resume.py); 3 non-finite
-loss/gradients; 4 stalled (the watchdog names the rank); 5 a
-checkpoint could not be written (disk full...); 130 a second Ctrl-C. Any other
-error aborts all ranks (MPI_Abort). Every stop is one line from rank 0.
+Every stop is an errors.Stop raised on the ranks that meet it and one line
+from rank 0, with the exit status of pfn15/errors.py (`--help` lists them).
+Any other error aborts all ranks (MPI_Abort).
 """
 if __name__ == '__main__':
-    # The very first thing a rank does: from here on a stop signal (the SLURM
-    # time-limit warning during a slow start) is caught, not fatal. main()
-    # installs them too, for callers that import this module.
+    # The very first thing a rank does (pfn15/__init__ is light, so NumPy,
+    # Chainer, CuPy, the CUDA libraries and MPI are not loaded yet): from here
+    # on a stop signal (Ctrl-C, the SLURM time-limit warning) is caught, not
+    # fatal. main() installs them too, for callers that import this module.
     from pfn15.training import signals as _signals
     _signals.install()
 
-import argparse  # noqa: E402
 import atexit  # noqa: E402
 import multiprocessing  # noqa: E402
 import os  # noqa: E402
@@ -35,22 +32,57 @@ import time  # noqa: E402
 
 os.environ.setdefault('MPLBACKEND', 'Agg')   # PlotReport on nodes without a display
 
-from pfn15.training import signals, startup  # noqa: E402  (standard library only)
+from pfn15 import cli, errors  # noqa: E402  (standard library only)
+from pfn15.training import signals, startup  # noqa: E402  (standard library and PyYAML)
 
-fail = startup.fail
+PROG = 'python -m pfn15.train'
+USAGE = '%s CONFIG.yaml [key=value ...]  (or --show-config CONFIG.yaml [key=value ...])' % PROG
+
+
+def _dashed_override(argv, i):
+    """'--train.epochs=3' (or '--train.epochs 3') written for the override train.epochs=3:
+    what to write instead, or None."""
+    arg = argv[i]
+    name = arg[2:].split('=', 1)[0]
+    if not arg.startswith('--') or name in ('help', 'show-config') or '.' not in name \
+            and '=' not in arg:
+        return None
+    if '=' in arg:
+        return arg[2:]
+    following = argv[i + 1] if i + 1 < len(argv) else ''
+    return '%s=%s' % (name, following or '...') if not following.startswith('-') else name + '=...'
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(
-        prog='python -m pfn15.train', description=__doc__.split('\n\n')[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('config', help='YAML config, e.g. configs/demo.yaml')
+    p = cli.ArgumentParser(prog=PROG, usage=USAGE, description=__doc__.split('\n\n')[0],
+                           epilog=cli.epilog(keys=True))
+    p.add_argument('config', nargs='?', help='YAML config, e.g. configs/demo.yaml')
     p.add_argument('overrides', nargs='*', metavar='key=value',
-                   help='dotted overrides, e.g. out=results/x train.epochs=3 batch.per_worker=16')
-    return p.parse_args(argv)
+                   help='optional dotted overrides, e.g. out=results/x train.epochs=3 '
+                        'batch.per_worker=16')
+    p.add_argument('--show-config', action='store_true',
+                   help='print the resolved config (YAML) and exit: no MPI, no data read')
+    for i in range(len(argv)):
+        instead = _dashed_override(argv, i)
+        if instead:
+            raise errors.UserError('%s: overrides are written without dashes: %s (see %s --help)'
+                                   % (argv[i], instead, PROG))
+    args = p.parse_args(argv)
+    if args.config is None:
+        raise errors.UserError('usage: %s: no config file given, e.g. %s configs/demo.yaml '
+                               '(the key=value overrides are optional)' % (USAGE, PROG))
+    return args
 
 
-fail = startup.fail
+def show_config(args):
+    """The config CONFIG and the overrides resolve to, as YAML (rank 0)."""
+    import yaml
+    from pfn15 import config as config_module
+    cfg = config_module.load(args.config, args.overrides, check_paths=False)
+    if errors.launcher_rank() == 0:
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None), end='',
+              flush=True)
+    return 0
 
 
 def use_forkserver():
@@ -228,9 +260,26 @@ def summarize(cfg, comm, run, wall_seconds, resumed_from):
 
 
 def main(argv=None):
+    """The whole run; every stop ends here: its one line from rank 0, its exit status."""
     signals.install()   # first: from here on a stop signal is never lost
+    try:
+        return train(sys.argv[1:] if argv is None else argv)
+    except errors.Stop as e:
+        if not e.collective and 'mpi4py.MPI' in sys.modules:
+            # Met by this rank alone (data.bad_images=error): the others wait in
+            # a collective, so name this rank and end the job from here.
+            from mpi4py import MPI
+            print('pfn15: error: rank %d on %s: %s' % (signals.rank(), errors.host(), e),
+                  file=sys.stderr, flush=True)
+            MPI.COMM_WORLD.Abort(e.status)
+        return errors.say(e, signals.rank())
+
+
+def train(argv):
     start = time.time()
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if args.show_config:
+        return show_config(args)
     # Every start-up check gives a verdict instead of exiting, so no rank leaves
     # the others waiting: the verdicts meet in startup.agree (exit 2, one line).
     cfg, error = startup.load_config(args)
@@ -254,7 +303,6 @@ def main(argv=None):
     import chainermn
     from pfn15 import comm as comm_module
     from pfn15.data import DataError
-    from pfn15.training import checkpoint
     from pfn15.training import extensions as X
     from pfn15.training import resume
     from pfn15.training import watchdog as watchdog_module
@@ -276,17 +324,10 @@ def main(argv=None):
     error = error or startup.check_room(world, hosts, cfg.out, per_rank)
     startup.agree(world, error, hosts)
 
-    # Elastic resume on any worker count; refuses to mix runs (exit 2), and
-    # leaves a finished run alone (exit 0).
+    # Elastic resume on any worker count; refuses to mix runs (resume.Refused,
+    # exit 2), and leaves a finished run alone (resume.Finished, exit 0).
     watchdog.tick('start-up: resume', -1, slow=True)
-    try:
-        resumed_from = resume.start(cfg, comm, run)
-    except resume.Refused as e:
-        fail(comm.rank, 2, str(e))
-    except resume.Finished as e:
-        if comm.rank == 0:
-            print('pfn15: %s' % e, flush=True)
-        return 0
+    resumed_from = resume.start(cfg, comm, run)
     if comm.rank == 0:
         print('pfn15: resumed from the checkpoint at iteration %d' % resumed_from
               if resumed_from is not None else
@@ -305,27 +346,14 @@ def main(argv=None):
     watchdog_module.attach(watchdog, run.trainer, comm, run.checkpointer)
     watchdog.emergency_save = lambda: run.checkpointer.save_emergency(run.trainer)
     try:
-        # Expected stops print one line below; anything else is printed by the
-        # except hook before MPI_Abort.
+        # Expected stops (errors.Stop: preempted, non-finite, data, checkpoint
+        # write) end in main(); anything else is printed by the except hook
+        # before MPI_Abort.
         run.trainer.run(show_loop_exception_msg=False)
-    except X.Preempted as e:
-        if comm.rank == 0:
-            print('pfn15: preempted: %s; rerun with resume=auto to continue' % e, flush=True)
-        return 0
     except X.NonFiniteError as e:
         saved = run.checkpointer.last_saved
-        fail(comm.rank, 3, '%s. The last good checkpoint (%s) is kept.'
-             % (e, 'iteration %d' % saved if saved is not None else 'none written yet'))
-    except DataError as e:
-        if not getattr(e, 'collective', False):
-            # Met by this rank alone (data.bad_images=error): the others wait in
-            # an all-reduce, so name this rank and end the job from here.
-            print('pfn15: error: %s: %s' % (startup.where([comm.rank], hosts), e),
-                  file=sys.stderr, flush=True)
-            world.Abort(2)
-        fail(comm.rank, 2, str(e))
-    except checkpoint.CheckpointWriteError as e:
-        fail(comm.rank, checkpoint.EXIT_CHECKPOINT_FAILED, str(e))
+        raise X.NonFiniteError('%s. The last good checkpoint (%s) is kept.' % (
+            e, 'iteration %d' % saved if saved is not None else 'none written yet')) from None
     finally:
         watchdog.stop()
 

@@ -17,9 +17,14 @@ import hashlib
 
 import numpy
 
+from pfn15 import errors
 
-class DataError(ValueError):
-    """Bad data: a missing root, a malformed list line, too few classes... (one readable line)."""
+
+class DataError(errors.UserError, ValueError):
+    """Bad data: a missing root, a malformed list line, too few classes... (one readable line;
+    exit 2). Met by one rank alone unless marked `collective` (raised on every rank)."""
+
+    collective = False
 
 
 def build(cfg, comm):

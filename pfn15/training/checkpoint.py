@@ -36,18 +36,14 @@ import numpy
 from chainer import serializers
 from chainer.training import extension
 
-from pfn15 import bn
+from pfn15 import bn, errors
+from pfn15.errors import CheckpointWriteError
 from pfn15.training.extensions import NonFiniteError
 
 FORMAT = 2
 IDENTITY_KEY = 'pfn15/identity'
-EXIT_CHECKPOINT_FAILED = 5
 _FILE = re.compile(r'^iter_(\d{8,})\.npz$')
 _OLD_DIR = re.compile(r'^iter_(\d{8,})$')   # the per-rank layout of format 1
-
-
-class CheckpointWriteError(RuntimeError):
-    """A checkpoint could not be written (raised on every rank; exit 5)."""
 
 
 def write_atomically(path, arrays):
@@ -125,11 +121,6 @@ def _finite(arrays):
                if isinstance(a, numpy.ndarray) and a.dtype.kind == 'f')
 
 
-def _host():
-    from mpi4py import MPI
-    return MPI.Get_processor_name()
-
-
 class Checkpointer(object):
 
     """Collective `save(trainer)`: every rank calls it, rank 0 writes.
@@ -185,7 +176,7 @@ class Checkpointer(object):
                             if self.last_saved is not None else 'no earlier checkpoint '
                             'was written')
                     verdict = ('failed', '%s while writing %s (needs about %.1f MB; rank 0 '
-                                         'on %s); %s' % (error, path, nbytes / 1e6, _host(),
+                                         'on %s); %s' % (error, path, nbytes / 1e6, errors.host(),
                                                          kept))
                 else:
                     self._collect_garbage()
@@ -224,7 +215,7 @@ class Checkpointer(object):
         self.last_saved = iteration
         where = '' if self.comm.rank == 0 else (
             ' by rank %d on %s (on node-local disks, copy it to rank 0\'s)' % (
-                self.comm.rank, _host()))
+                self.comm.rank, errors.host()))
         return 'checkpoint of iteration %d written to %s%s; rerun to continue' % (
             iteration, path, where)
 

@@ -10,7 +10,7 @@ import numpy
 import chainer
 from chainer.training import extension
 
-from pfn15 import bn
+from pfn15 import bn, errors
 from pfn15 import schedules
 from pfn15.data import order
 
@@ -194,8 +194,7 @@ class BadImageCount(extension.Extension):
         trainer.observation['bad_images'] = float(self.comm.allreduce(mine)[0])
 
 
-class NonFiniteError(RuntimeError):
-    """A non-finite loss or gradient: training stops before it reaches the weights."""
+NonFiniteError = errors.NonFiniteError   # exit 3
 
 
 class FiniteGradientCheck(object):
@@ -233,8 +232,11 @@ class FiniteGradientCheck(object):
             'the data' % (optimizer.t + 1))
 
 
-class Preempted(Exception):
-    """Raised after a signal-triggered checkpoint: the job should be requeued."""
+class Preempted(errors.Stop):
+    """Raised after a signal-triggered checkpoint: the job should be requeued (exit 0)."""
+
+    def line(self, prog='pfn15'):
+        return '%s: preempted: %s; rerun with resume=auto to continue' % (prog, self)
 
 
 def _collective(error):
@@ -273,10 +275,10 @@ class DataCheck(object):
         from pfn15.data import DataError, transforms
         from pfn15.training import startup
         if totals[0] > 0:
-            errors = comm.mpi_comm.allgather(transforms.first_data_error())
-            hosts = comm.mpi_comm.allgather(startup.host())
+            found = comm.mpi_comm.allgather(transforms.first_data_error())
+            hosts = comm.mpi_comm.allgather(errors.host())
             raise _collective(DataError('%s (stopped at iteration %d)' % (startup.describe(
-                {r: e for r, e in enumerate(errors) if e}, hosts), iteration)))
+                {r: e for r, e in enumerate(found) if e}, hosts), iteration)))
         bad = totals[1]
         if self.max_bad_fraction > 0 and bad > 0:
             seen = self.epochs.at(iteration) * self.train_size

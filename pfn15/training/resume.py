@@ -23,6 +23,7 @@ The comparison itself (`differences`, `refusal`) is pure and unit-tested.
 import os
 
 from pfn15 import config as config_module
+from pfn15 import errors
 from pfn15.training import checkpoint
 
 # Config keys (or prefixes ending in '.') that do not change what the run
@@ -49,11 +50,11 @@ CANNOT_CHANGE = ('batch.global', 'batch.schedule', 'model.arch', 'model.blocks_p
                  'model.width', 'dataset.classes', 'dataset.train_size')
 
 
-class Refused(Exception):
+class Refused(errors.UserError):
     """Resuming here would mix runs: exit 2 with this one line."""
 
 
-class Finished(Exception):
+class Finished(errors.Stop):
     """The run in `out` is complete: exit 0 with this one line."""
 
 
@@ -161,7 +162,7 @@ def _find(cfg, comm, current):
             arrays, saved = checkpoint.read(path)
         except Exception as e:   # a torn or foreign file: try the one before
             print('pfn15: warning: checkpoint %s is unreadable on rank 0 on %s (%s: %s); '
-                  'trying an older one' % (path, checkpoint._host(), type(e).__name__, e),
+                  'trying an older one' % (path, errors.host(), type(e).__name__, e),
                   flush=True)
             continue
         line = refusal(differences(saved, current), cfg.resume.allow_changed,

@@ -1,16 +1,17 @@
 """Stop signals, caught from the first line of main(): SIGTERM, SIGUSR1, SIGINT.
 
-Imports nothing but the standard library, so `install()` runs before
-anything slow (Chainer, MPI, data listing) and a scheduler's signal is
-never lost to a default handler that kills the rank.
+Imports nothing but the standard library (and pfn15/__init__ is light), so
+`python -m pfn15.train` calls `install()` before NumPy, Chainer, CuPy, the
+CUDA libraries or MPI load, and a scheduler's signal is never lost to a
+default handler that kills the rank.
 
 * SIGTERM / SIGUSR1 (preemption, the SLURM time-limit warning) and a first
   SIGINT (Ctrl-C; mpiexec forwards it to every rank) only set a flag: the
   trainer stops at the end of the iteration with a checkpoint
   (`PreemptionHandler`), or, before the first iteration, start-up stops
   with exit 0.
-* A second SIGINT stops at once: one line from rank 0, exit 130, no
-  traceback.
+* A second SIGINT stops at once: one line from rank 0, exit 130
+  (errors.INTERRUPTED), no traceback.
 
 A Python handler runs only when the main thread executes bytecode; a rank
 blocked in an MPI call would not see the signal until the call returns --
@@ -18,14 +19,14 @@ never, if the job is stalled. So the C-level handler also writes the signal
 number to a socket (`signal.set_wakeup_fd`), which the watchdog thread reads
 (`wakeup_socket()`): it learns of the preemption while the main thread waits.
 """
+import _thread
 import os
 import signal
-import socket
 import sys
-import threading
+
+from pfn15 import errors   # standard library, loaded lazily there
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
-EXIT_INTERRUPTED = 130          # the shell's status for a process ended by Ctrl-C
 
 received = None                 # the first stop signal's number, or None
 # SIGINTs counted by each path separately: the Python handler and the wakeup
@@ -35,16 +36,8 @@ _wakeup_read = None
 _rank = None                    # set once MPI is up; before, the launcher's rank
 
 
-def _launcher_rank():
-    for var in ('PMI_RANK', 'OMPI_COMM_WORLD_RANK', 'PMIX_RANK', 'MV2_COMM_WORLD_RANK',
-                'SLURM_PROCID'):
-        if os.environ.get(var, '').isdigit():
-            return int(os.environ[var])
-    return 0
-
-
 def rank():
-    return _rank if _rank is not None else _launcher_rank()
+    return _rank if _rank is not None else errors.launcher_rank()
 
 
 def set_rank(r):
@@ -77,7 +70,7 @@ def _handler(signum, frame):
     note(signum, 'handler')
 
 
-_stopping = threading.Lock()
+_stopping = _thread.allocate_lock()
 
 
 def stop_now():
@@ -100,7 +93,7 @@ def stop_now():
             child.terminate()
     except Exception:
         pass
-    os._exit(EXIT_INTERRUPTED)
+    os._exit(errors.INTERRUPTED)
 
 
 def install():
@@ -109,6 +102,7 @@ def install():
     for s in STOP_SIGNALS:
         signal.signal(s, _handler)
     if _wakeup_read is None:
+        import socket   # after the handlers: its import takes milliseconds
         r, w = socket.socketpair()
         r.setblocking(False)
         w.setblocking(False)

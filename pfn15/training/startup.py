@@ -3,37 +3,24 @@
 Each rank reaches its own verdict on what it can see (its config, its paths,
 its output directory, its GPU, its free disk space); `agree` all-gathers the
 verdicts over MPI_COMM_WORLD, and if any rank found a problem every rank
-exits 2 while rank 0 prints one line naming the rank(s) and host(s):
+raises the same errors.UserError (exit 2), whose one line, printed by rank 0,
+names the rank(s) and host(s):
 
     pfn15: error: rank 1 on node7: config: data.root: directory /data/x does not exist
 
 A problem every rank shares (a typo in the config) is printed as it is. A
 stop signal caught before training ends the job cleanly with exit 0 at the
-same points, so a job script still requeues it.
+same points (an errors.Stop on every rank), so a job script still requeues it.
 """
 import os
-import sys
 
 from pfn15 import config as config_module
+from pfn15 import errors
 from pfn15.training import signals
-
-EXIT_BAD_INPUT = 2
 
 # Optimizer state arrays per parameter, for the checkpoint-size estimate (the
 # states are created at the first update, after start-up has to decide).
 _STATE_SLOTS = {'momentum_sgd': 1, 'rmsprop_warmup': 2, 'lars': 1}
-
-
-def host():
-    from mpi4py import MPI
-    return MPI.Get_processor_name()
-
-
-def fail(rank, status, message):
-    """One readable line from rank 0, the same exit status on every rank."""
-    if rank == 0:
-        print('pfn15: error: %s' % message, file=sys.stderr, flush=True)
-    sys.exit(status)
 
 
 def _ranks(numbers):
@@ -74,19 +61,18 @@ def describe(problems, hosts):
 
 
 def agree(world, error, hosts, preempted_message='nothing to save'):
-    """All-gather this rank's verdict (None or one line); exit 2 everywhere on any
-    problem, exit 0 everywhere if a stop signal came first; else return."""
+    """All-gather this rank's verdict (None or one line); on any problem raise the
+    same errors.UserError on every rank (exit 2), if a stop signal came first an
+    errors.Stop (exit 0); else return."""
     verdicts = world.allgather((error, signals.received))
     problems = {r: e for r, (e, _) in enumerate(verdicts) if e}
     if problems:
-        fail(world.rank, EXIT_BAD_INPUT, describe(problems, hosts))
+        raise errors.UserError(describe(problems, hosts))
     stopped = [(r, s) for r, (_, s) in enumerate(verdicts) if s]
     if stopped:
         r, s = stopped[0]
-        if world.rank == 0:
-            print('pfn15: preempted before training started (%s on %s); %s'
-                  % (signals.name(s), where([r], hosts), preempted_message), flush=True)
-        sys.exit(0)
+        raise errors.Stop('preempted before training started (%s on %s); %s'
+                          % (signals.name(s), where([r], hosts), preempted_message))
 
 
 # ---------------------------------------------------------------- checks of one rank

@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 
-EXIT_STALLED = 4
+from pfn15 import errors
 HEARTBEAT_TAG = 31415
 PULSE_TAG = 31416
 PREEMPT_GRACE = 60.0
@@ -233,7 +233,7 @@ class Watchdog(object):
                 % (idle, self.stall_timeout, '; '.join(parts)))
         if signal is not None:
             text += '. %s came while stalled: %s' % (signals.name(signal), self._save())
-        return text + '. Aborting the job (exit %d)' % EXIT_STALLED
+        return text + '. Aborting the job (exit %d)' % errors.STALLED
 
     # ranks > 0 ---------------------------------------------------------------
     def _heartbeat(self, own_signal):
@@ -258,7 +258,7 @@ class Watchdog(object):
                        where([self.rank], self.hosts), self.phase))
             if own_signal is not None:
                 text += '. %s came while stalled: %s' % (signals.name(own_signal), self._save())
-            self._abort(text + '. Aborting the job (exit %d)' % EXIT_STALLED)
+            self._abort(text + '. Aborting the job (exit %d)' % errors.STALLED)
 
     # ---------------------------------------------------------------------------
     def _save(self):
@@ -275,7 +275,7 @@ class Watchdog(object):
         # the SIGKILL it sent the stopped rank, 9).
         print('pfn15: error: %s' % text, file=sys.stderr, flush=True)
         from mpi4py import MPI
-        MPI.COMM_WORLD.Abort(EXIT_STALLED)
+        MPI.COMM_WORLD.Abort(errors.STALLED)
 
 
 # ---------------------------------------------------------------- the main thread's ticks
