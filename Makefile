@@ -1,22 +1,42 @@
 # The two commands of the README: `make demo` and `make test`. Each creates
-# .venv and installs the pinned dependencies first (once; again when
-# setup.py or constraints.txt change).
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
-VENV   := .venv
-BIN    := $(VENV)/bin
+# .venv and installs the pinned dependencies first (once; again when setup.py
+# or the constraints change, or the venv is of another Python).
+#
+# Which Python: PYTHON=... if given (e.g. `make demo PYTHON=python3.13`), else
+# Python 3.11 (the record runs' stack: NumPy 1.x, CuPy 13 with cuDNN), else
+# the newest of 3.13, 3.12 and `python3`. The pins follow that interpreter:
+# constraints.txt for 3.11 and older, constraints-py312.txt (NumPy 2; checked
+# to resolve on 3.12 and 3.13) for 3.12 and newer.
 RANKS  ?= 2
 # One BLAS thread per MPI rank: ranks share the cores, oversubscription thrashes.
 export OMP_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-# The Python 3.12 + NumPy 2 leg (CI runs it so the current stack cannot rot):
-# the fast CPU tests in .venv312, pinned by constraints-py312.txt. A pyenv shim
-# named python3.12 can exist without 3.12 selected; PYENV_VERSION picks it then.
+# The real executable behind a command, or nothing. A pyenv shim named python3.12
+# can exist without 3.12 selected; PYENV_VERSION picks it then.
+python_exe = $(shell $(1) -c 'import sys; print(sys.executable)' 2>/dev/null || \
+                     PYENV_VERSION=$(2) $(1) -c 'import sys; print(sys.executable)' 2>/dev/null)
+PYTHON311 := $(call python_exe,python3.11,3.11)
 ifndef PYTHON312
-PYTHON312 := $(shell python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null || \
-                     PYENV_VERSION=3.12 python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null)
+PYTHON312 := $(call python_exe,python3.12,3.12)
 endif
+PYTHON313 := $(call python_exe,python3.13,3.13)
+
+ifdef PYTHON
+PY := $(call python_exe,$(PYTHON),$(patsubst python%,%,$(notdir $(PYTHON))))
+else
+PYTHON := $(firstword $(PYTHON311) $(PYTHON313) $(PYTHON312) $(shell command -v python3))
+PY := $(PYTHON)
+endif
+PY_VERSION  := $(if $(PY),$(shell $(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null))
+CONSTRAINTS := $(if $(filter 3.6 3.7 3.8 3.9 3.10 3.11,$(PY_VERSION)),constraints.txt,constraints-py312.txt)
+VENV   := .venv
+BIN    := $(VENV)/bin
+VENV_VERSION := $(shell $(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+
+# The Python 3.12 + NumPy 2 leg (CI runs it so the current stack cannot rot):
+# the fast CPU tests and the demo in .venv312, pinned by constraints-py312.txt.
 VENV312   := .venv312
 BIN312    := $(VENV312)/bin
 
@@ -28,11 +48,9 @@ BIN312    := $(VENV312)/bin
 KVENV     := .venv-kernels
 KVENV312  := .venv312-kernels
 KERNEL_PKGS := numpy cupy-cuda12x nvidia-cuda-nvrtc-cu12 nvidia-cuda-runtime-cu12
-ifeq ($(strip $(PYTHON312)),)
-KERNEL_STACKS := cupy13
-else
-KERNEL_STACKS := cupy13,cupy14
-endif
+empty :=
+comma := ,
+KERNEL_STACKS := $(subst $(empty) $(empty),$(comma),$(strip $(if $(PYTHON311),cupy13) $(if $(PYTHON312),cupy14)))
 
 .PHONY: demo test test-py312 test-kernels plan-check install install-py312 install-kernels clean
 
@@ -40,13 +58,23 @@ install: $(VENV)/.installed
 
 # chainer 7.8.1 is an sdist whose setup.py imports pkg_resources: its build
 # must see setuptools<70. pip >= 25.3 no longer applies PIP_CONSTRAINT to build
-# dependencies, so PIP_BUILD_CONSTRAINT says it again.
-$(VENV)/.installed: setup.py constraints.txt
-	$(PYTHON) -m venv $(VENV)
+# dependencies, so PIP_BUILD_CONSTRAINT says it again. The editable install is
+# a plain path (editable_mode=compat): setuptools' import-hook finder would add
+# tens of milliseconds to every interpreter start, before pfn15.train can
+# install its signal handlers.
+$(VENV)/.installed: setup.py $(CONSTRAINTS) $(if $(filter-out $(PY_VERSION),$(VENV_VERSION)),FORCE)
+	@test -n "$(PY_VERSION)" || { echo "make: cannot run Python '$(PYTHON)'; give PYTHON=python3.11 (or 3.12, 3.13)" >&2; exit 2; }
+ifneq ($(filter-out $(PY_VERSION),$(VENV_VERSION)),)
+	@echo "make: $(VENV) is Python $(VENV_VERSION); making it anew for Python $(PY_VERSION)"
+	rm -rf $(VENV)
+endif
+	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade 'pip' 'setuptools==69.5.1' wheel
-	PIP_CONSTRAINT=$(CURDIR)/constraints.txt PIP_BUILD_CONSTRAINT=$(CURDIR)/constraints.txt \
-	  $(BIN)/pip install -q -e '.[mpich,test]'
+	PIP_CONSTRAINT=$(CURDIR)/$(CONSTRAINTS) PIP_BUILD_CONSTRAINT=$(CURDIR)/$(CONSTRAINTS) \
+	  $(BIN)/pip install -q -e '.[mpich,test]' --config-settings editable_mode=compat
 	touch $@
+
+FORCE:
 
 demo: install
 	$(BIN)/mpiexec -n $(RANKS) $(BIN)/python -m pfn15.train configs/demo.yaml
@@ -66,13 +94,16 @@ test-kernels: install install-kernels
 	  tests/test_kernels_nvrtc.py tests/test_kernels_host.py tests/test_optimizers_float16.py \
 	  tests/test_chainermn_patches.py
 
+install-kernels:
+ifneq ($(strip $(PYTHON311)),)
 install-kernels: $(KVENV)/.installed
+endif
 ifneq ($(strip $(PYTHON312)),)
 install-kernels: $(KVENV312)/.installed
 endif
 
 $(KVENV)/.installed: constraints-kernels.txt
-	$(PYTHON) -m venv $(KVENV)
+	$(PYTHON311) -m venv $(KVENV)
 	PIP_CONSTRAINT=$(CURDIR)/constraints-kernels.txt $(KVENV)/bin/pip install -q $(KERNEL_PKGS)
 	touch $@
 
@@ -89,15 +120,19 @@ $(VENV312)/.installed: setup.py constraints-py312.txt
 	$(BIN312)/pip install -q --upgrade 'pip' 'setuptools==69.5.1' wheel
 	PIP_CONSTRAINT=$(CURDIR)/constraints-py312.txt \
 	PIP_BUILD_CONSTRAINT=$(CURDIR)/constraints-py312.txt \
-	  $(BIN312)/pip install -q -e '.[mpich,test]'
+	  $(BIN312)/pip install -q -e '.[mpich,test]' --config-settings editable_mode=compat
 	touch $@
 
+# The fast CPU tests, then the demo (about 30 s: it trains to its bar and writes
+# its outputs) on this interpreter.
 test-py312:
 ifeq ($(strip $(PYTHON312)),)
 	@echo 'SKIPPED: python3.12 not found: the Python 3.12 + NumPy 2 leg (make test-py312) did not run'
 else
 	@$(MAKE) --no-print-directory install-py312
 	PFN15_KERNEL_STACKS=$(KERNEL_STACKS) PATH=$(CURDIR)/$(BIN312):$$PATH $(BIN312)/python -m pytest -q -m "not slow" tests
+	PATH=$(CURDIR)/$(BIN312):$$PATH $(BIN312)/python -m pytest -q \
+	  tests/test_train.py::test_demo_trains_to_95_percent_and_writes_its_outputs
 endif
 
 clean:

@@ -18,7 +18,6 @@ allreduce  ChainerMN's gradient all-reduce (comm.multi_node_mean_grad, the call 
            multi-node optimizer makes) of N bytes vs a raw mpi4py Allreduce of the
            same buffers; alpha/beta fitted over the sizes, for `pfn15.plan --calibrate`.
 """
-import argparse
 import json
 import os
 import resource
@@ -26,6 +25,8 @@ import statistics
 import sys
 import tempfile
 import time
+
+from pfn15 import cli
 
 os.environ.setdefault('MPLBACKEND', 'Agg')
 
@@ -457,9 +458,8 @@ def print_allreduce(r):
 # ------------------------------------------------------------------ CLI
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog='python -m pfn15.bench',
-                                description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(prog='python -m pfn15.bench', description=__doc__.split('\n\n')[0],
+                           epilog=cli.epilog(keys=True, tool=True))
     sub = p.add_subparsers(dest='cmd', required=True)
 
     s = sub.add_parser('step', help='bare Chainer loop vs full pfn15 iteration')
@@ -521,4 +521,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(cli.run(main, 'pfn15.bench'))

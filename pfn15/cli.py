@@ -17,8 +17,16 @@ KEYS_HELP = ('config keys: the sections and their keys, with defaults, choices a
              'CONFIG [key=value ...]` prints the config a command line resolves to.')
 
 
-def epilog(keys=False):
-    text = 'exit status:\n' + errors.exit_codes_text()
+TOOL_EXIT_CODES = ('exit status:\n'
+                   '  0    done\n'
+                   '  2    user error (command line, config, a file given): one line saying what\n'
+                   '  130  interrupted (Ctrl-C)')
+
+
+def epilog(keys=False, tool=False):
+    """--help's closing text: the exit statuses (a tool's three, or the training's
+    table) and, with `keys`, where the config keys are."""
+    text = TOOL_EXIT_CODES if tool else 'exit status:\n' + errors.exit_codes_text()
     return text + ('\n\n' + KEYS_HELP if keys else '')
 
 

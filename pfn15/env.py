@@ -10,11 +10,18 @@ a config, every reason it cannot run here is printed as one line
 scripts in jobs/ run it before the training, so a broken node fails in
 seconds instead of after the queue wait.
 
+It runs on a broken install too, with only the standard library importable:
+each part that is missing or cannot be imported (NumPy, Chainer, mpi4py and
+its MPI library, PyYAML, Pillow, scikit-learn, matplotlib) is one problem
+line, exit 2, never a traceback.
+
 `check_cudnn(cfg, comm)` is what pfn15.train calls at the start of a GPU run:
 one line from rank 0 when convolutions would fall back to im2col + GEMM
 (cuDNN unavailable), with the reason; an error (exit 2) under
 `train.require_cudnn: true`.
 """
+import importlib
+import importlib.util
 import os
 import platform
 import re
@@ -23,7 +30,15 @@ import subprocess
 import sys
 
 import pfn15
-from pfn15 import cuda_libs
+from pfn15 import cli, cuda_libs, errors
+
+PROG = 'pfn15.env'
+
+# What a CPU run needs, (module, name): imported (numpy, chainer, mpi4py, yaml, PIL)
+# or, for the slow imports the training loads late, looked up (sklearn, matplotlib).
+REQUIRED = (('numpy', 'NumPy'), ('chainer', 'Chainer'), ('mpi4py', 'mpi4py'),
+            ('yaml', 'PyYAML'), ('PIL', 'Pillow'))
+LOOKED_UP = (('sklearn', 'scikit-learn'), ('matplotlib', 'matplotlib'))
 
 COMMUNICATORS_ON_CPU = ('naive',)   # the others need CuPy and GPUs (ChainerMN)
 
@@ -36,9 +51,31 @@ def _chainer_cuda():
     return ccuda
 
 
+def missing_parts():
+    """{name: one-line reason} of each required part that cannot be imported or is not
+    installed, in REQUIRED order."""
+    out = {}
+    for module, name in REQUIRED:
+        try:
+            importlib.import_module(module)
+        except Exception as e:   # ImportError, or anything a broken package raises
+            out[name] = 'cannot be imported (%s)' % _one_line(e)
+    for module, name in LOOKED_UP:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except Exception as e:
+            found, out[name] = True, 'cannot be found (%s)' % _one_line(e)
+        if not found:
+            out[name] = 'is not installed (no module %s)' % module
+    return out
+
+
 def cupy_status():
     """(cupy module or None, reason it is unusable or None)."""
-    ccuda = _chainer_cuda()
+    try:
+        ccuda = _chainer_cuda()
+    except Exception as e:
+        return None, 'needs Chainer (%s)' % _one_line(e)
     if not ccuda.available:
         return None, _one_line(getattr(ccuda, '_resolution_error', 'CuPy is not installed'))
     return ccuda.cupy, None
@@ -46,7 +83,10 @@ def cupy_status():
 
 def cudnn_status():
     """(enabled in Chainer, version or None, the exact reason it is off or None)."""
-    ccuda = _chainer_cuda()
+    try:
+        ccuda = _chainer_cuda()
+    except Exception as e:
+        return False, None, 'needs Chainer (%s)' % _one_line(e)
     version = None
     if ccuda.available:
         try:
@@ -155,6 +195,9 @@ def mpi():
     """(library 'vendor version', mpiexec verdict line)."""
     try:
         import mpi4py
+    except Exception as e:
+        return 'unusable: mpi4py cannot be imported (%s)' % _one_line(e), 'n/a'
+    try:
         if 'mpi4py.MPI' not in sys.modules:
             # MPI_Get_library_version may be called before MPI_Init: no MPI start-up here.
             mpi4py.rc.initialize = False
@@ -226,11 +269,13 @@ class Stack(object):
     """Everything the report and the config check need, probed once."""
 
     def __init__(self):
-        import numpy
         self.python = '%s (%s)' % (platform.python_version(), sys.executable)
-        self.numpy = numpy.__version__
-        self.blas = blas()
-        self.chainer = _version('chainer')
+        self.missing = missing_parts()
+        self.numpy = 'absent: ' + self.missing['NumPy'] if 'NumPy' in self.missing \
+            else _version('numpy')
+        self.blas = blas() if 'NumPy' not in self.missing else 'n/a'
+        self.chainer = 'absent: ' + self.missing['Chainer'] if 'Chainer' in self.missing \
+            else _version('chainer')
         self.cupy, self.cupy_reason = cupy_status()
         self.runtime, self.driver = cuda_versions(self.cupy)
         self.cudnn_enabled, self.cudnn_version, self.cudnn_reason = cudnn_status()
@@ -243,6 +288,7 @@ class Stack(object):
                'Python    %s' % self.python,
                'NumPy     %s; BLAS: %s' % (self.numpy, self.blas),
                'Chainer   %s' % self.chainer]
+
         if self.cupy is None:
             out.append('CuPy      unusable: %s' % self.cupy_reason)
         else:
@@ -280,15 +326,29 @@ class Stack(object):
         return out
 
 
+# ----------------------------------------------------------------- install check
+
+def install_problems(stack):
+    """One line per missing or broken part of the install (empty: nothing is).
+
+    Checks of the stack that need no config add their line here."""
+    out = ['%s %s' % (name, reason) for name, reason in stack.missing.items()
+           if name != 'mpi4py' or not stack.mpi_library.startswith('unusable')]
+    if stack.mpi_library.startswith('unusable'):
+        out.append('MPI: %s' % stack.mpi_library)
+    return out
+
+
 # ----------------------------------------------------------------- config check
 
 def problems(cfg, stack):
     """One line per reason `cfg` cannot run on `stack` (empty: it can)."""
     out = []
-    if stack.mpi_library.startswith('unusable'):
-        # pfn15.train needs MPI, and importing ChainerMN (pfn15.comm) needs it too:
-        # the communicator checks below are left out.
-        out.append('MPI: %s' % stack.mpi_library)
+    if stack.mpi_library.startswith('unusable') or 'Chainer' in stack.missing:
+        # pfn15.train needs MPI, and importing ChainerMN (pfn15.comm) needs it and
+        # Chainer: the communicator checks below are left out.
+        if stack.mpi_library.startswith('unusable'):
+            out.append('MPI: %s' % stack.mpi_library)
         comm_name = None
     else:
         from pfn15 import comm as comm_module
@@ -371,32 +431,55 @@ def check_cudnn(cfg, comm):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ('-h', '--help'):
-        print(__doc__.strip())
+        print(__doc__.strip() + '\n\n' + cli.epilog(keys=True))
         return 0
     cfg = notes = None
+    config_unread = None
     if argv:
-        from pfn15 import config as config_module
         try:
-            cfg, notes = load_config(argv[0], argv[1:])
-        except config_module.ConfigError as e:
-            print('pfn15.env: problem: %s: %s' % (argv[0], e), file=sys.stderr, flush=True)
-            return 2
+            from pfn15 import config as config_module
+        except Exception as e:   # PyYAML missing: one problem line below says so
+            config_unread = _one_line(e)
+        else:
+            try:
+                cfg, notes = load_config(argv[0], argv[1:])
+            except config_module.ConfigError as e:
+                print('pfn15.env: problem: %s: %s' % (argv[0], e), file=sys.stderr, flush=True)
+                return errors.USER_ERROR
     stack = Stack()
     print('\n'.join(stack.lines()), flush=True)
+    found = install_problems(stack)
+    if config_unread:
+        print('note: %s was not checked: the config cannot be read without PyYAML (%s)'
+              % (argv[0], config_unread))
+    for note in notes or ():
+        print(note)
+    if cfg is not None:
+        found += ['%s: %s' % (argv[0], line) for line in problems(cfg, stack)
+                  if line not in found]
+    for line in found:
+        print('pfn15.env: problem: %s' % line, file=sys.stderr, flush=True)
+    if found:
+        return errors.USER_ERROR
     if cfg is None:
         return 0
-    for note in notes:
-        print(note)
-    found = problems(cfg, stack)
-    for line in found:
-        print('pfn15.env: problem: %s: %s' % (argv[0], line), file=sys.stderr, flush=True)
-    if found:
-        return 2
     from pfn15 import comm as comm_module   # MPI is usable: no problem above
     print('%s (%s): can run on this stack (train.device=%s, communicator %s)'
           % (argv[0], cfg.name, cfg.train.device, comm_module.communicator_name(cfg)))
     return 0
 
 
+def _main_never_a_traceback(argv=None):
+    """A diagnosis tool meets broken installs: whatever a probe raises is one more line."""
+    try:
+        return main(argv)
+    except (errors.Stop, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        print('pfn15.env: problem: probing the stack failed: %s' % _one_line(e),
+              file=sys.stderr, flush=True)
+        return errors.USER_ERROR
+
+
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(cli.run(_main_never_a_traceback, PROG))

@@ -31,6 +31,8 @@ import sys
 from dataclasses import dataclass
 from typing import Optional
 
+from pfn15 import cli
+
 # ImageNet-1k (ILSVRC2012) [RECIPES.md]
 IMAGENET_TRAIN = 1281167
 IMAGENET_VAL = 50000
@@ -498,9 +500,8 @@ def _workers(text):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog='python -m pfn15.plan',
-                                description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(prog='python -m pfn15.plan', description=__doc__.split('\n\n')[0],
+                           epilog=cli.epilog(tool=True))
     p.add_argument('--preset', choices=('pfn', 'goyal', 'fujitsu', 'all'),
                    help='a record run: its hardware and settings (all: the comparison table)')
     p.add_argument('--calibrate', action='append', default=[], metavar='FILE.json',
@@ -602,4 +603,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(cli.run(main, 'pfn15.plan'))

@@ -17,7 +17,6 @@ Each run's own output (log, summary.json, plots) stays in OUT_DIR/runs/.
 A run already finished there (summary.json present) is reused, so an
 interrupted report can be continued by running the same command again.
 """
-import argparse
 import json
 import os
 import shutil
@@ -25,6 +24,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+from pfn15 import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE_CONFIG = os.path.join(ROOT, 'configs', 'demo.yaml')
@@ -278,7 +279,8 @@ def write_report(out_dir, stats, labels, overrides, epochs, seeds, total_wall, c
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog='python -m pfn15.report', description=__doc__.split('\n')[0])
+    p = cli.ArgumentParser(prog='python -m pfn15.report', description=__doc__.split('\n')[0],
+                           epilog=cli.epilog(tool=True))
     p.add_argument('out_dir')
     p.add_argument('--smoke', action='store_true',
                    help='1 epoch, 1 seed, 2 variants: checks the report code (CI)')
@@ -309,4 +311,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(cli.run(main, 'pfn15.report'))

@@ -4,17 +4,17 @@
 Writes a synthetic ImageNet-layout tree of real JPEG files (see
 pfn15/data/synthetic.py), ready for `data.root=OUT_DIR`.
 """
-import argparse
 import os
 import sys
 import time
 
+from pfn15 import cli
 from pfn15.data import synthetic
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='python -m pfn15.data',
-                                     description='Data tools of pfn15.')
+    parser = cli.ArgumentParser(prog='python -m pfn15.data', description='Data tools of pfn15.',
+                                epilog=cli.epilog(tool=True))
     sub = parser.add_subparsers(dest='command', required=True)
     p = sub.add_parser('synth', help='write a synthetic ImageNet-layout tree of JPEG files',
                        description='Write OUT_DIR/train/<class>/*.JPEG and OUT_DIR/val/<class>/'
@@ -59,4 +59,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(cli.run(main, 'pfn15.data'))
