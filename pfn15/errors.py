@@ -56,17 +56,16 @@ class Stop(Exception):
 
     status = OK
     collective = True
+    stream = 'stdout'
 
     def line(self, prog='pfn15'):
         return '%s: %s' % (prog, self)
-
-    stream = 'stdout'
 
 
 class Error(Stop):
     """A stop that is an error: printed to stderr as 'PROG: error: ...'."""
 
-    status = 1
+    status = 1              # a stop no class below describes
     stream = 'stderr'
 
     def line(self, prog='pfn15'):
