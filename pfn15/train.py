@@ -13,7 +13,8 @@ data/order.py, training/).
 Exit status: 0 done, or stopped by SIGTERM/SIGUSR1/a first Ctrl-C (with a
 checkpoint, or before training started); 2 bad config or data (missing files,
 too many corrupt images, no room for checkpoints), found on any rank, or `out`
-holding a different run (pfn15/training/resume.py); 3 non-finite
+holding a different run or no usable checkpoint (pfn15/training/resume.py,
+docs/trust.md); 3 non-finite
 loss/gradients; 4 stalled (the watchdog names the rank); 5 a
 checkpoint could not be written (disk full...); 130 a second Ctrl-C. Any other
 error aborts all ranks (MPI_Abort). Every stop is one line from rank 0.

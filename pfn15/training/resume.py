@@ -170,12 +170,18 @@ def _find(cfg, current, spec):
         path = checkpoint.checkpoint_path(root, it)
         try:
             arrays, saved = checkpoint.read(path)
-            checkpoint.validate(arrays, saved, spec, it)
             try:
                 diffs = differences(saved, current)
             except (TypeError, ValueError, AttributeError, KeyError) as e:
                 raise checkpoint.Unusable('its config record cannot be compared with this '
                                           'config (%s)' % checkpoint._clause(e))
+            # Another run's checkpoint is refused by name (its arrays would not
+            # fit either); this run's must fit this model before anything loads.
+            line = refusal(diffs, cfg.resume.allow_changed,
+                           'out %s (checkpoint at iteration %d)' % (cfg.out, it))
+            if line:
+                return 'refused', line
+            checkpoint.validate(arrays, saved, spec, it)
         except checkpoint.Unusable as e:
             why = str(e)
             if isinstance(e, checkpoint.NeedsPickle):
@@ -187,10 +193,6 @@ def _find(cfg, current, spec):
                   flush=True)
             tried.append('%s: %s' % (os.path.basename(path), why))
             continue
-        line = refusal(diffs, cfg.resume.allow_changed,
-                       'out %s (checkpoint at iteration %d)' % (cfg.out, it))
-        if line:
-            return 'refused', line
         return 'load', (it, arrays)
     if files:
         return 'refused', (
