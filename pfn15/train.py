@@ -206,9 +206,9 @@ def build(cfg, comm):
         trainer.extend(E.PrintReport(
             ['epoch', 'iteration', 'main/loss', 'main/accuracy', 'validation/main/loss',
              'validation/main/accuracy', 'lr', 'alpha_sgd', 'images/s', 'elapsed_time']))
-        trainer.extend(E.PlotReport(['main/loss', 'validation/main/loss'],
+        trainer.extend(X.PlotReport(['main/loss', 'validation/main/loss'],
                                     'epoch', filename='loss.png'))
-        trainer.extend(E.PlotReport(['main/accuracy', 'validation/main/accuracy'],
+        trainer.extend(X.PlotReport(['main/accuracy', 'validation/main/accuracy'],
                                     'epoch', filename='accuracy.png'))
         if cfg.train.progress_bar:
             trainer.extend(E.ProgressBar(update_interval=cfg.train.log_every))

@@ -26,7 +26,7 @@ METRICS = ('val_top1', 'val_top5', 'val_loss', 'train_loss', 'train_top1', 'epoc
 def model_state(out):
     """The model's arrays (parameters and BN statistics) of the newest checkpoint."""
     newest = sorted(glob.glob(os.path.join(out, 'checkpoints', 'iter_*.npz')))[-1]
-    with numpy.load(newest, allow_pickle=True) as f:
+    with numpy.load(newest, allow_pickle=False) as f:
         return {k: f[k] for k in f.files
                 if k.startswith('updater/model:main/') and f[k].dtype.kind == 'f'}
 

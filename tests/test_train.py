@@ -102,7 +102,7 @@ def wait_for(path, proc, timeout=240):
 
 def final_params(out):
     ckpts = sorted(glob.glob(os.path.join(out, 'checkpoints', 'iter_*.npz')))
-    with numpy.load(ckpts[-1], allow_pickle=True) as f:
+    with numpy.load(ckpts[-1], allow_pickle=False) as f:
         return {k: f[k] for k in f.files if '/model:main/' in k and 'avg_' not in k}
 
 
@@ -211,7 +211,7 @@ def test_nan_loss_stops_with_message_and_keeps_the_last_good_checkpoint(tmp_path
     ckpts = sorted(glob.glob(os.path.join(out, 'checkpoints', 'iter_*.npz')))
     assert ckpts, 'no good checkpoint was kept'
     for path in ckpts:
-        with numpy.load(path, allow_pickle=True) as f:
+        with numpy.load(path, allow_pickle=False) as f:
             for k in f.files:
                 if f[k].dtype.kind == 'f':
                     assert numpy.isfinite(f[k]).all(), (path, k)

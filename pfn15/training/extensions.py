@@ -8,6 +8,7 @@ import time
 import numpy
 
 import chainer
+import chainer.training.extensions
 from chainer.training import extension
 
 from pfn15 import bn, errors
@@ -192,6 +193,24 @@ class BadImageCount(extension.Extension):
         from pfn15.data import transforms
         mine = numpy.array([transforms.bad_image_count()], numpy.float64)
         trainer.observation['bad_images'] = float(self.comm.allreduce(mine)[0])
+
+
+class PlotReport(chainer.training.extensions.PlotReport):
+
+    """Chainer's PlotReport with its whole state in the checkpoint: the points
+    (which Chainer saves), the observations since the last point and where its
+    trigger stands (which it does not: a resumed run plotted an extra point
+    right after the resume and a mean of the resumed part only at the next
+    epoch). All of it numbers and JSON."""
+
+    def serialize(self, serializer):
+        super().serialize(serializer)
+        if (isinstance(serializer, chainer.serializer.Deserializer)
+                and serializer['_summary']('_names', None) is None):
+            return   # a checkpoint written before this state was saved
+        self._summary.serialize(serializer['_summary'])
+        if hasattr(self._trigger, 'serialize'):
+            self._trigger.serialize(serializer['_trigger'])
 
 
 NonFiniteError = errors.NonFiniteError   # exit 3

@@ -6,7 +6,13 @@ OUT/checkpoints and decides; every rank hears the verdict:
 * resume.mode=none and checkpoints present: refuse (exit 2) -- a fresh run
   never deletes or continues another run's checkpoints.
 * resume.mode=auto, no checkpoint: start fresh.
-* the newest readable checkpoint was written under a config whose
+* a checkpoint that is damaged or foreign (pfn15.training.checkpoint.read
+  and validate: not a zip, truncated, pickled objects, missing keys, wrong
+  shapes or dtypes for this model and optimizer, non-finite values, a
+  malformed identity) is named by rank 0 and passed over for the next older
+  one; if none is usable: refuse (exit 2) with what was tried, never a fresh
+  start over them.
+* the newest usable checkpoint was written under a config whose
   trajectory-changing keys differ from this one, or on other data: refuse
   (exit 2) with one line naming each key and both values, and the
   `resume.allow_changed=...` that would accept the changes that can be
@@ -140,8 +146,12 @@ def _show(v):
 
 # ---------------------------------------------------------------- the collective part
 
-def _find(cfg, comm, current):
-    """Rank 0: the decision as (kind, payload); kinds: fresh, refused, finished, load."""
+def _find(cfg, current, spec):
+    """Rank 0: the decision as (kind, payload); kinds: fresh, refused, load.
+
+    A checkpoint that is damaged or foreign is named and passed over for the
+    next older one; when none is usable, refuse (never start fresh over them).
+    """
     root = checkpoint.checkpoint_dir(cfg.out)
     files, old = checkpoint.list_checkpoints(root)
     if cfg.resume.mode == 'none':
@@ -156,22 +166,40 @@ def _find(cfg, comm, current):
         return 'refused', (
             '%s holds checkpoints in the per-rank layout of an older pfn15 (iter_%08d/rank_*.npz), '
             'which this version cannot resume; use another out' % (root, old[0]))
+    tried = []
     for it in files:
         path = checkpoint.checkpoint_path(root, it)
         try:
             arrays, saved = checkpoint.read(path)
-        except Exception as e:   # a torn or foreign file: try the one before
-            print('pfn15: warning: checkpoint %s is unreadable on rank 0 on %s (%s: %s); '
-                  'trying an older one' % (path, errors.host(), type(e).__name__, e),
+            try:
+                diffs = differences(saved, current)
+            except (TypeError, ValueError, AttributeError, KeyError) as e:
+                raise checkpoint.Unusable('its config record cannot be compared with this '
+                                          'config (%s)' % checkpoint._clause(e))
+            # Another run's checkpoint is refused by name (its arrays would not
+            # fit either); this run's must fit this model before anything loads.
+            line = refusal(diffs, cfg.resume.allow_changed,
+                           'out %s (checkpoint at iteration %d)' % (cfg.out, it))
+            if line:
+                return 'refused', line
+            checkpoint.validate(arrays, saved, spec, it)
+        except checkpoint.Unusable as e:
+            why = str(e)
+            if isinstance(e, checkpoint.NeedsPickle):
+                why += '; if you trust the file, convert it with: %s %s' % (
+                    checkpoint.CONVERT, path)
+            print('pfn15: warning: checkpoint %s is unreadable on rank 0 on %s (%s); %s'
+                  % (path, errors.host(), why,
+                     'trying an older one' if it != files[-1] else 'no older one'),
                   flush=True)
+            tried.append('%s: %s' % (os.path.basename(path), why))
             continue
-        line = refusal(differences(saved, current), cfg.resume.allow_changed,
-                       'out %s (checkpoint at iteration %d)' % (cfg.out, it))
-        if line:
-            return 'refused', line
         return 'load', (it, arrays)
     if files:
-        print('pfn15: warning: no readable checkpoint in %s; starting fresh' % root, flush=True)
+        return 'refused', (
+            'no usable checkpoint in %s on %s (tried %s); nothing was changed: start '
+            'fresh with another out, or move these files away yourself'
+            % (root, errors.host(), '; '.join(tried)))
     return 'fresh', None
 
 
@@ -182,7 +210,8 @@ def start(cfg, comm, run):
     from pfn15 import data
 
     current = run.checkpointer.identity
-    decision = _find(cfg, comm, current) if comm.rank == 0 else None
+    decision = (_find(cfg, current, checkpoint.expected(run.trainer))
+                if comm.rank == 0 else None)
     kind, detail = comm.mpi_comm.bcast(
         (decision[0], decision[1] if decision[0] != 'load' else decision[1][0])
         if comm.rank == 0 else None, root=0)
