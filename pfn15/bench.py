@@ -509,7 +509,11 @@ def main(argv=None):
         r = run_step(args)
         print_step(r)
     elif args.cmd == 'data':
-        r = run_data(args)
+        try:
+            r = run_data(args)
+        except ValueError as e:   # no images, or none that decodes: one line
+            print('pfn15.bench data: error: %s' % e, file=sys.stderr)
+            return 2
         print_data(r)
     else:
         r = run_allreduce(args)

@@ -54,6 +54,11 @@ class DataConfig:
     root: str = ''
     train_list: str = ''
     val_list: str = ''
+    # ILSVRC2012 as downloaded: train/ class folders and a flat val/, labelled by
+    # this file (relative to root unless absolute): Kaggle's LOC_val_solution.csv,
+    # "filename wnid" lines, or the devkit's ground truth (with its meta.mat beside
+    # it). See pfn15/data/val_labels.py and docs/data.md.
+    val_labels: str = ''
     # Use the first `classes` classes (sorted); 0 = all the data has.
     classes: int = field(default=0, metadata={'min': 0})
     crop_size: int = field(default=224, metadata={'min': 1})

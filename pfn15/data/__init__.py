@@ -49,7 +49,9 @@ def build(cfg, comm):
     val = SubDataset(val, lo, hi)
     if cfg.data.dataset != 'digits':   # digits are arrays, normalized at load
         from pfn15.data import transforms
-        val = TransformDataset(val, transforms.val_transform(cfg.data))
+        t = transforms.val_transform(cfg.data)
+        t.warn = False   # the trainer names bad files once, from rank 0 (health.Reporter)
+        val = TransformDataset(val, t)
     return train, val, meta
 
 
@@ -58,7 +60,9 @@ def train_transform(cfg):
     if cfg.data.dataset == 'digits':
         return None
     from pfn15.data import transforms
-    return transforms.train_transform(cfg.data, seed=cfg.seed)
+    t = transforms.train_transform(cfg.data, seed=cfg.seed)
+    t.warn = False   # the trainer names bad files once, from rank 0 (health.Reporter)
+    return t
 
 
 # ---------------------------------------------------------------- rank 0
@@ -74,6 +78,9 @@ def _load(cfg):
     else:
         from pfn15.data import imagenet
         train, val, meta = imagenet.load(cfg.data)
+        note = meta.pop('note', None)
+        if note:
+            print('pfn15: note: %s' % note, flush=True)
         arrays = {'train_paths': train.paths, 'train_labels': train.labels,
                   'val_paths': val.paths, 'val_labels': val.labels}
         names = list(meta['class_names'])

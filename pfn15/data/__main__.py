@@ -1,11 +1,12 @@
 """Data tools: python -m pfn15.data synth OUT_DIR --classes N --train N --val N --size S
-                                          [--seed K] [--list-files]
+                                          [--seed K] [--list-files] [--overwrite]
 
 Writes a synthetic ImageNet-layout tree of real JPEG files (see
 pfn15/data/synthetic.py), ready for `data.root=OUT_DIR`.
 """
 import argparse
 import os
+import shutil
 import sys
 import time
 
@@ -30,6 +31,9 @@ def main(argv=None):
     p.add_argument('--seed', type=int, default=0, help='the tree is a function of the seed (0)')
     p.add_argument('--list-files', action='store_true',
                    help='also write OUT_DIR/train.txt and val.txt ("path label" lines)')
+    p.add_argument('--overwrite', action='store_true',
+                   help='OUT_DIR may hold an earlier tree: its train/, val/, train.txt and '
+                        'val.txt are deleted first (without it, a non-empty OUT_DIR is refused)')
     args = parser.parse_args(argv)
 
     if not 1 <= args.classes <= synthetic.max_classes():
@@ -41,10 +45,10 @@ def main(argv=None):
         parser.error('--size must be >= 8')
     if not 0 <= args.seed < 2 ** 32:
         parser.error('--seed must be in 0..2**32-1')
-    try:
-        os.makedirs(args.out_dir, exist_ok=True)
-    except OSError as e:
-        parser.error('cannot create %s: %s' % (args.out_dir, e.strerror or e))
+    error = _prepare(args.out_dir, args.overwrite)
+    if error:
+        print('pfn15.data synth: error: %s' % error, file=sys.stderr)
+        return 2
 
     start = time.time()
     synthetic.write_tree(args.out_dir, args.classes, args.train, args.val, args.size,
@@ -56,6 +60,44 @@ def main(argv=None):
         args.out_dir, ' (or data.train_list=train.txt data.val_list=val.txt)'
         if args.list_files else ''))
     return 0
+
+
+SYNTH_OUTPUTS = ('train', 'val', 'train.txt', 'val.txt')
+
+
+def _prepare(out_dir, overwrite):
+    """Make `out_dir` ready for a fresh tree; an error line, or None."""
+    try:
+        present = sorted(os.listdir(out_dir)) if os.path.isdir(out_dir) else []
+    except OSError as e:
+        return 'cannot list %s: %s' % (out_dir, e.strerror or e)
+    if present and not overwrite:
+        # A smaller tree written over a larger one would leave the old classes
+        # and images in place, partly overwritten: refused, not merged.
+        return ('%s is not empty (%d entries: %s%s); choose an empty or new folder, or pass '
+                '--overwrite to delete its %s first'
+                % (out_dir, len(present), ', '.join(present[:3]),
+                   ', ...' if len(present) > 3 else '', ', '.join(SYNTH_OUTPUTS)))
+    removed = []
+    for name in SYNTH_OUTPUTS if present else ():
+        path = os.path.join(out_dir, name)
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                os.remove(path)
+            else:
+                continue
+        except OSError as e:
+            return 'cannot delete %s: %s' % (path, e.strerror or e)
+        removed.append(name)
+    if removed:
+        print('deleted %s in %s (--overwrite)' % (', '.join(removed), out_dir))
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        return 'cannot create %s: %s' % (out_dir, e.strerror or e)
+    return None
 
 
 if __name__ == '__main__':

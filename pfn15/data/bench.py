@@ -19,6 +19,7 @@ alike; each image counts with its best time of `repeats` passes.
 import math
 import multiprocessing
 import os
+import sys
 import time
 
 import numpy
@@ -110,16 +111,35 @@ def _measure_args(args):
     return _measure(*args)
 
 
+def readable_files(files):
+    """(the files that decode in full, {path: reason} of those that do not).
+
+    One full decode per file also warms the page cache for every variant.
+    A bad file is named once, on stderr, and left out of the timing.
+    """
+    good, bad = [], {}
+    for p in files:
+        try:
+            with Image.open(p) as im:
+                im.load()
+            good.append(p)
+        except transforms.BAD_IMAGE_ERRORS as e:
+            bad[p] = '%s: %s' % (type(e).__name__, e)
+            print('bench data: skipping bad image %s (%s)' % (p, bad[p]),
+                  file=sys.stderr, flush=True)
+    if not good:
+        raise ValueError('none of the %d sampled image files decodes (%s ...)'
+                         % (len(files), files[0]))
+    return good, bad
+
+
 def run(root, workers=1, images=200, crop_size=224, seed=0, repeats=3, feed=None):
     """Figures of the train transform's speed; see the module docstring.
 
     `workers` processes measure at once (as a node's decoders would run), each
     over the same files. Images/s are per worker process.
     """
-    files = sample_files(root, images)
-    for p in files:                             # page cache warm for both sides
-        with open(p, 'rb') as f:
-            f.read()
+    files, bad = readable_files(sample_files(root, images))
     jobs = [(files, crop_size, seed + 1000 * k, repeats) for k in range(workers)]
     if workers == 1:
         results = [_measure(*jobs[0])]
@@ -135,6 +155,7 @@ def run(root, workers=1, images=200, crop_size=224, seed=0, repeats=3, feed=None
     ours = rate['ours']
     return {
         'root': root, 'images': len(files), 'repeats': repeats, 'workers': workers,
+        'bad_files': sorted(bad),
         'crop_size': crop_size, 'mean_image_size': [round(v) for v in numpy.mean(sizes, 0)],
         'ours_img_per_s': ours,
         'baseline_img_per_s': rate['baseline'],
