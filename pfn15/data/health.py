@@ -50,10 +50,12 @@ class Tally:
         """An image replaced by the mean image; warns once per file (all processes)."""
         with open(os.path.join(self.path, 'count'), 'ab') as f:
             f.write(b'.')
-        key = hashlib.sha1(os.fsencode(os.path.abspath(path))).hexdigest()
+        # A file's absolute path; a packed sample names its shard and source.
+        name = os.path.abspath(path) if isinstance(path, str) else str(path)
+        key = hashlib.sha1(os.fsencode(name)).hexdigest()
         try:
             with open(os.path.join(self.path, 'bad', key), 'x') as f:
-                f.write('%s\t%s' % (os.path.abspath(path), reason))
+                f.write('%s\t%s' % (name, reason))
         except FileExistsError:
             return
         except OSError:

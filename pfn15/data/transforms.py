@@ -117,7 +117,8 @@ def decode_box(path, box_of, size, scaled=True):
     to the resize that follows; other formats (a PNG named .JPEG) decode fully.
     `scaled=False` always decodes at full size (for the benchmark's ablation).
     """
-    with Image.open(path) as img:
+    # A path, or a packed sample (pfn15.data.packed.Sample) read by offset.
+    with Image.open(path if isinstance(path, str) else path.open()) as img:
         width, height = img.size
         box = box_of(width, height)
         shorter = min(box[2] - box[0], box[3] - box[1])
@@ -182,7 +183,7 @@ class _Transform:
         except BAD_IMAGE_ERRORS as e:
             if self.bad_images != 'error' and isinstance(e, (FileNotFoundError,
                                                              NotADirectoryError)):
-                x = self._missing(path)
+                x = self._missing(path, e)
             else:
                 x = self._bad(path, e)
         return x, numpy.int32(label)
@@ -192,19 +193,21 @@ class _Transform:
         # stand-in (the sample of another index is out of a transform's reach).
         return numpy.zeros((len(self.mean), self.crop_size, self.crop_size), numpy.float32)
 
-    def _missing(self, path):
+    def _missing(self, path, error):
         """Record the first missing file for DataCheck; a stand-in until the
         iteration ends and every rank stops."""
-        self.tally.missing(
-            'data: file %s does not exist (missing, not corrupt: is the whole data set '
-            'on this node?)' % os.path.abspath(path))
+        what = ('file %s does not exist' % os.path.abspath(path) if isinstance(path, str)
+                else str(error))   # a packed sample: its shard, truncated or gone
+        self.tally.missing('data: %s (missing, not corrupt: is the whole data set on this '
+                           'node?)' % what)
         return self._stand_in()
 
     def _bad(self, path, error):
         reason = '%s: %s' % (type(error).__name__, error)
         if self.bad_images == 'error':
+            name = os.path.abspath(path) if isinstance(path, str) else str(path)
             message = ('bad image %s (%s); set data.bad_images=skip to replace such files '
-                       'by the mean image' % (os.path.abspath(path), reason))
+                       'by the mean image' % (name, reason))
             if (os.getpid() != self.tally.creator
                     or threading.current_thread() is not threading.main_thread()):
                 # A decoding process or thread: an exception here would break
