@@ -52,7 +52,7 @@ def main(argv=None):
     k.add_argument('--train-list', default='', help='list file ("path label"), as data.train_list')
     k.add_argument('--val-list', default='', help='list file, as data.val_list')
     k.add_argument('--val-labels', default='', help='labels of a flat val/, as data.val_labels')
-    k.add_argument('--shard-mb', type=int, default=1024, help='shard size in MiB (1024)')
+    k.add_argument('--shard-mb', type=float, default=1024, help='shard size in MiB (1024)')
     k.add_argument('--workers', type=int, default=os.cpu_count() or 1,
                    help='packing processes (default: the CPUs, %d)' % (os.cpu_count() or 1))
     k.add_argument('--max-side', type=int, default=0, metavar='PX',
@@ -101,8 +101,8 @@ def main(argv=None):
 def _pack(parser, args):
     from pfn15.config import DataConfig
     from pfn15.data import DataError, packed
-    if args.shard_mb < 1 or args.workers < 1 or args.max_side < 0 or not 1 <= args.quality <= 100:
-        parser.error('--shard-mb and --workers must be >= 1, --max-side >= 0, '
+    if args.shard_mb <= 0 or args.workers < 1 or args.max_side < 0 or not 1 <= args.quality <= 100:
+        parser.error('--shard-mb must be > 0, --workers >= 1, --max-side >= 0, '
                      '--quality in 1..100')
     cfg = DataConfig(root=args.src, train_list=args.train_list, val_list=args.val_list,
                      val_labels=args.val_labels)

@@ -411,15 +411,12 @@ class Progress:
         self.stream.flush()
 
 
-def pack(data_cfg, out, shard_mb=1024, workers=1, max_side=0, quality=90, stream=sys.stdout):
-    """Pack the listing of `data_cfg` (as training would list it) into `out`.
-
-    Returns the manifest. Raises DataError on bad input (one line)."""
-    import multiprocessing
+def plan(data_cfg, shard_mb=1024, max_side=0, quality=90):
+    """(plan, {split: listing}, class names) of packing `data_cfg`'s listing: which
+    consecutive samples go to which shard. A function of the listing and the
+    options alone, so an interrupted pack resumes on the same plan."""
     from pfn15 import data
     from pfn15.data import imagenet
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise DataError('%s exists and is not a directory' % out)
     train, val, meta = imagenet.load(data_cfg)
     names = list(meta['class_names'])
     listing = {'train_paths': train.paths, 'train_labels': train.labels,
@@ -429,19 +426,40 @@ def pack(data_cfg, out, shard_mb=1024, workers=1, max_side=0, quality=90, stream
         fingerprint = hashlib.sha256(('%s max_side=%d' % (fingerprint, max_side)).encode()
                                      ).hexdigest()
     splits = {'train': train, 'val': val}
-    plans = {}
+    ranges = {}
     for split, ds in splits.items():
-        files = [ds.get_example(i)[0] for i in range(len(ds))]
         sizes = []
-        for p in files:
+        for i in range(len(ds)):
+            p = ds.get_example(i)[0]
             try:
                 sizes.append(os.stat(p).st_size)
             except OSError as e:
                 raise DataError('cannot read %s: %s (missing data)' % (p, e.strerror or e))
-        plans[split] = plan_shards(sizes, shard_mb * 2 ** 20)
-    plan = {'fingerprint': fingerprint, 'shard_mb': shard_mb, 'max_side': max_side,
-            'quality': quality, 'ranges': plans}
+        ranges[split] = plan_shards(sizes, shard_mb * 2 ** 20)
+    the_plan = {'fingerprint': fingerprint, 'shard_mb': shard_mb, 'max_side': max_side,
+                'quality': quality, 'ranges': ranges}
+    # As it reads back from JSON (tuples become lists), to compare with a saved plan.
+    return json.loads(json.dumps(the_plan)), splits, names
 
+
+def shard_job(out, the_plan, splits, split, k):
+    """The arguments of pack_shard for shard k of `split`."""
+    a, b = the_plan['ranges'][split][k]
+    ds = splits[split]
+    return (out, split, k, [ds.get_example(i)[0] for i in range(a, b)],
+            [int(ds.labels[i]) for i in range(a, b)], the_plan['max_side'], the_plan['quality'])
+
+
+def pack(data_cfg, out, shard_mb=1024, workers=1, max_side=0, quality=90, stream=sys.stdout):
+    """Pack the listing of `data_cfg` (as training would list it) into `out`.
+
+    Returns the manifest. Raises DataError on bad input (one line)."""
+    import multiprocessing
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise DataError('%s exists and is not a directory' % out)
+    plan_, splits, names = plan(data_cfg, shard_mb, max_side, quality)
+    fingerprint = plan_['fingerprint']
+    plans = plan_['ranges']
     os.makedirs(out, exist_ok=True)
     plan_path = os.path.join(out, PLAN)
     present = [f for f in os.listdir(out) if not f.startswith('.')]
@@ -457,7 +475,7 @@ def pack(data_cfg, out, shard_mb=1024, workers=1, max_side=0, quality=90, stream
     if os.path.isfile(plan_path):
         with open(plan_path) as f:
             old = json.load(f)
-        if old != json.loads(json.dumps(plan)):
+        if old != plan_:
             raise DataError('%s holds an unfinished pack of other data or options (%s); '
                             'finish it with the same command, or choose an empty folder'
                             % (out, plan_path))
@@ -467,7 +485,7 @@ def pack(data_cfg, out, shard_mb=1024, workers=1, max_side=0, quality=90, stream
                         % (out, len(present), ', '.join(sorted(present)[:3])))
     else:
         with open(plan_path + '.partial', 'w') as f:
-            json.dump(plan, f)
+            json.dump(plan_, f)
         os.replace(plan_path + '.partial', plan_path)
         resumed = False
 
@@ -478,9 +496,7 @@ def pack(data_cfg, out, shard_mb=1024, workers=1, max_side=0, quality=90, stream
             if resumed and _shard_done(out, split, k, b - a):
                 done_images += b - a
                 continue
-            files = [ds.get_example(i)[0] for i in range(a, b)]
-            labels = [int(ds.labels[i]) for i in range(a, b)]
-            jobs.append((out, split, k, files, labels, max_side, quality))
+            jobs.append(shard_job(out, plan_, splits, split, k))
     if resumed:
         stream.write('pack: resuming %s: %d of %d shards already written\n'
                      % (out, sum(len(r) for r in plans.values()) - len(jobs),
