@@ -191,7 +191,7 @@ def test_max_side_reencodes_large_images(src, tmp_path):
 def _train_args(root, out):
     return ('configs/demo.yaml', 'out=' + out, 'data.dataset=imagenet', 'data.root=' + root,
             'data.crop_size=24', 'data.val_resize=28', 'data.loader_workers=1',
-            'batch.global=16', 'batch.per_worker=8', 'model.width=4', 'train.epochs=2',
+            'batch.global=16', 'batch.per_worker=8', 'model.width=4', 'train.epochs=1',
             'schedule.boundaries=[2,3,4]', 'train.progress_bar=false')
 
 
@@ -206,7 +206,7 @@ def test_a_packed_run_equals_the_folder_run(src, pack, tmp_path):
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
         runs[name] = {k: v for k, v in read_summary(out).items() if k not in TIMINGS}
     assert runs['packed'] == runs['folders']
-    assert runs['folders']['iterations'] == 3 and runs['folders']['val_top1'] is not None
+    assert runs['folders']['iterations'] == 2 and runs['folders']['val_top1'] is not None
 
 
 def test_training_on_a_truncated_pack_is_one_line_exit_2(copy, tmp_path):

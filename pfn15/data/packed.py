@@ -327,6 +327,22 @@ def _header_size(data):
 _progress = None
 
 
+class _Count:
+    """multiprocessing.Value's interface, for packing in this process."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def get_lock(self):
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
 def _init_worker(counter):
     global _progress
     _progress = counter
@@ -502,11 +518,23 @@ def pack(data_cfg, out, shard_mb=1024, workers=1, max_side=0, quality=90, stream
                      % (out, sum(len(r) for r in plans.values()) - len(jobs),
                         sum(len(r) for r in plans.values())))
     progress = Progress(total, stream)
-    ctx = multiprocessing.get_context('spawn')
-    counter = ctx.Value('q', done_images)
     errors = []
-    if jobs:
-        with ctx.Pool(max(1, min(workers, len(jobs))), initializer=_init_worker,
+    if jobs and workers <= 1:
+        # In this process: no pool to start for a small or a one-core pack.
+        global _progress
+        _progress = _Count(done_images)
+        try:
+            for job in jobs:
+                err = pack_shard(job)
+                if err:
+                    errors.append(err)
+                progress.show(_progress.value)
+        finally:
+            _progress = None
+    elif jobs:
+        ctx = multiprocessing.get_context('spawn')
+        counter = ctx.Value('q', done_images)
+        with ctx.Pool(min(workers, len(jobs)), initializer=_init_worker,
                       initargs=(counter,)) as pool:
             pending = pool.imap_unordered(pack_shard, jobs)
             while True:
