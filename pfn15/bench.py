@@ -320,9 +320,13 @@ def print_data(r):
     print('bench data: %s, %d worker(s), %d images' % (r['root'], r['workers'], r['images']))
     print('  %-40s %10.1f img/s' % ('ours (pfn15 train transform)', r['ours_img_per_s']))
     print('  %-40s %10.1f img/s' % ('baseline (PIL full decode + crop)', r['baseline_img_per_s']))
+    if 'ours_packed_img_per_s' in r:
+        print('  %-40s %10.1f img/s' % ('ours on packed shards (PIL on packed)',
+                                       r['ours_packed_img_per_s']))
     print('  ratio %.2f (bar: >= 1.3)' % r['ratio'])
     extra = {k: v for k, v in r.items() if k not in (
-        'kind', 'root', 'workers', 'images', 'ours_img_per_s', 'baseline_img_per_s', 'ratio')}
+        'kind', 'root', 'workers', 'images', 'ours_img_per_s', 'baseline_img_per_s', 'ratio',
+        'ours_packed_img_per_s')}
     for k, v in sorted(extra.items()):
         print('  %s: %s' % (k, v))
 

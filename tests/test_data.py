@@ -272,8 +272,10 @@ def test_synth_cli(tmp_path):
 
 def test_bench_run_reports_the_figures(tree):
     r = bench.run(tree, images=6, crop_size=32, repeats=1)
-    for key in ('ours_img_per_s', 'baseline_img_per_s', 'ratio', 'workers_needed'):
+    for key in ('ours_img_per_s', 'baseline_img_per_s', 'ratio', 'workers_needed',
+                'ours_packed_img_per_s'):
         assert key in r
     assert r['ours_img_per_s'] > 0 and r['baseline_img_per_s'] > 0
+    assert r['ours_packed_img_per_s'] > 0
     # Same boxes and flips on both sides: the outputs agree to a fraction of a level.
     assert r['mean_abs_diff_vs_baseline'] < 2.0
