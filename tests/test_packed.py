@@ -217,3 +217,20 @@ def test_training_on_a_truncated_pack_is_one_line_exit_2(copy, tmp_path):
     errors = [ln for ln in r.stderr.splitlines() if 'error' in ln]
     assert r.returncode == 2 and len(errors) == 1, r.stderr[-2000:]
     assert shard in errors[0] and 'sample 0' in errors[0] and 'Traceback' not in r.stderr
+
+
+def test_config_checks_format_and_label_file(src, pack):
+    from pfn15 import config
+    DEMO = os.path.join(ROOT, 'configs', 'demo.yaml')
+    base = ['data.dataset=imagenet']
+    with pytest.raises(config.ConfigError) as e:
+        config.load(DEMO, base + ['data.root=' + src, 'data.format=packed'])
+    assert 'manifest.json' in str(e.value) and 'pfn15.data pack' in str(e.value)
+    with pytest.raises(config.ConfigError) as e:
+        config.load(DEMO, base + ['data.root=' + src, 'data.val_labels=no.csv'])
+    assert os.path.join(src, 'no.csv') in str(e.value)
+    with pytest.raises(config.ConfigError):
+        config.load(DEMO, base + ['data.root=' + src, 'data.format=zip'])
+    cfg = config.load(DEMO, base + ['data.root=' + pack])   # auto: a pack
+    assert data.packed_format(cfg.data) and not data.packed_format(
+        config.load(DEMO, base + ['data.root=' + src]).data)

@@ -11,8 +11,8 @@ same crop boxes and flips (both sides draw from RandomStates seeded alike):
 
 and two ablations that say which part pays: ours without scaled decoding,
 and the baseline with our fused normalization; and ours on the same bytes
-packed into one shard and read by offset (pfn15.data.packed, "PIL on packed"). Calls interleave image by
-image, the order rotating so each variant goes first equally often (the
+packed into one shard and read by offset (pfn15.data.packed, "PIL on
+packed"). Calls interleave image by image, the order rotating so each variant goes first equally often (the
 first call on a file finds colder caches), so a noisy machine slows all
 alike; each image counts with its best time of `repeats` passes.
 `python -m pfn15.bench data` is the CLI around it.
