@@ -309,7 +309,7 @@ def run_data(args):
                                  crop_size=args.crop_size, seed=0))
     result.update({'kind': 'data', 'root': args.root or '(synthetic %d classes x %d, %dpx)'
                    % (args.classes, args.train, args.image_size),
-                   'workers': args.workers, 'images': args.images})
+                   'workers': args.workers})   # 'images': those timed (bad ones left out)
     if tmp:
         import shutil
         shutil.rmtree(tmp, ignore_errors=True)
