@@ -60,6 +60,15 @@ class DataConfig:
     root: str = ''
     train_list: str = ''
     val_list: str = ''
+    # ILSVRC2012 as downloaded: train/ class folders and a flat val/, labelled by
+    # this file (relative to root unless absolute): Kaggle's LOC_val_solution.csv,
+    # "filename wnid" lines, or the devkit's ground truth (with its meta.mat beside
+    # it). See pfn15/data/val_labels.py and docs/data.md.
+    val_labels: str = ''
+    # imagenet: 'files' (folders or list files), 'packed' (data.root made by
+    # python -m pfn15.data pack: shards read by offset), or 'auto' (packed if
+    # data.root holds a pack's manifest.json).
+    format: str = field(default='auto', metadata=_choices('auto', 'files', 'packed'))
     # Use the first `classes` classes (sorted); 0 = all the data has.
     classes: int = field(default=0, metadata={'min': 0})
     crop_size: int = field(default=224, metadata={'min': 1})
@@ -480,10 +489,18 @@ def validate(cfg, workers=None, check_paths=True):
                               '(or set the environment variable the config names)')
         if not os.path.isdir(d.root):
             raise ConfigError('data.root', 'directory %s does not exist' % d.root)
-        for key in ('train_list', 'val_list'):
+        packed = os.path.isfile(os.path.join(d.root, 'manifest.json'))
+        if d.format == 'packed' and not packed:
+            raise ConfigError('data.format', 'packed, but %s has no manifest.json (make the '
+                              'pack with python -m pfn15.data pack SRC %s)' % (d.root, d.root))
+        if packed and d.format != 'files':
+            return   # a pack: pfn15.data.packed checks its index and shards
+        for key in ('train_list', 'val_list', 'val_labels'):
             p = getattr(d, key)
             if p and not os.path.isfile(_under(d.root, p)):
-                raise ConfigError('data.' + key, 'list file %s does not exist' % _under(d.root, p))
+                raise ConfigError('data.' + key, '%s %s does not exist'
+                                  % ('label file' if key == 'val_labels' else 'list file',
+                                     _under(d.root, p)))
         if not d.train_list:
             for sub in ('train', 'val'):
                 if not os.path.isdir(os.path.join(d.root, sub)):

@@ -191,10 +191,10 @@ def build(cfg, comm):
     trainer.extend(checkpoint.CheckpointExtension(checkpointer, cfg.checkpoint.every, stop))
     # Stop signals, missing files and too many corrupt images: one all-reduce per
     # iteration tells every rank, so all stop together (before the checkpoint).
-    trainer.extend(X.PreemptionHandler(comm, checkpointer, X.DataCheck(
-        cfg.data.max_bad_fraction, meta['train_size'], epochs,
-        lookahead=2 * cfg.batch.global_)
-        if cfg.data.dataset == 'imagenet' else None))
+    data_check = (X.DataCheck(cfg.data.max_bad_fraction, meta['train_size'], epochs,
+                              lookahead=2 * cfg.batch.global_)
+                  if cfg.data.dataset == 'imagenet' else None)
+    trainer.extend(X.PreemptionHandler(comm, checkpointer, data_check))
 
     log_trigger = X.EpochTrigger(1, epochs, stop)
     if cfg.data.dataset == 'imagenet':
@@ -215,7 +215,7 @@ def build(cfg, comm):
 
     return Run(trainer=trainer, updater=updater, optimizer=optimizer, model=model,
                meta=meta, checkpointer=checkpointer, log_report=log_report, epochs=epochs,
-               microbatches=microbatches)
+               microbatches=microbatches, data_check=data_check)
 
 
 def build_trainer(cfg, comm):
@@ -223,7 +223,7 @@ def build_trainer(cfg, comm):
     return build(cfg, comm).trainer
 
 
-def summarize(cfg, comm, run, wall_seconds, resumed_from):
+def summarize(cfg, comm, run, wall_seconds, resumed_from, health=None):
     """The figures of a finished run, for summary.json (rank 0)."""
     updater = run.updater
     last_val = {}
@@ -256,6 +256,10 @@ def summarize(cfg, comm, run, wall_seconds, resumed_from):
     }
     if run.meta['classes'] > 5:
         summary['val_top5'] = last_val.get('validation/main/top5')
+    # Corrupt images replaced by the mean image (label kept), each use counted,
+    # and the distinct files (this run's part, when resumed).
+    summary['bad_images'] = health['bad_images'] if health else 0
+    summary['bad_files'] = health['bad_files'][:100] if health else []
     return summary
 
 
@@ -357,8 +361,10 @@ def train(argv):
     finally:
         watchdog.stop()
 
+    # Every rank: the bad files not named yet, and the total of replaced images.
+    health = run.data_check.final(comm) if run.data_check is not None else None
     if comm.rank == 0:
-        summary = summarize(cfg, comm, run, time.time() - start, resumed_from)
+        summary = summarize(cfg, comm, run, time.time() - start, resumed_from, health)
         X.write_summary(os.path.join(cfg.out, 'summary.json'), summary)
         print('pfn15: done: %d iterations, %.2f epochs, val top-1 %s, %.1f train images/s, '
               '%.1f s; results in %s'

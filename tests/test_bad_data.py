@@ -12,7 +12,7 @@ import numpy
 import pytest
 
 from pfn15.config import DataConfig
-from pfn15.data import DataError, imagenet, synthetic, transforms
+from pfn15.data import DataError, health, imagenet, synthetic, transforms
 
 
 @pytest.fixture(scope='module')
@@ -180,15 +180,15 @@ def _cfg(mode):
 
 def test_bad_images_are_skipped_and_counted(bad_files, capfd):
     corrupt = {k: v for k, v in bad_files.items() if k != 'missing'}
-    before = transforms.bad_image_count()
+    before = health.bad_image_count()
     for make in (transforms.train_transform, transforms.val_transform):
         t = make(_cfg('skip'))
         for path in corrupt.values():
             x, y = t((path, 7))
             assert x.shape == (3, 24, 24) and x.dtype == numpy.float32
             assert not x.any() and y == 7 and isinstance(y, numpy.int32)
-    assert transforms.bad_image_count() == before + 2 * len(corrupt)
-    assert transforms.first_data_error() is None
+    assert health.bad_image_count() == before + 2 * len(corrupt)
+    assert health.first_data_error() is None
     err = capfd.readouterr().err
     for path in corrupt.values():       # one warning per file, not per use
         assert len([line for line in err.splitlines() if path in line]) == 1
@@ -197,15 +197,15 @@ def test_bad_images_are_skipped_and_counted(bad_files, capfd):
 def test_a_missing_file_is_a_data_error_not_a_bad_image(bad_files):
     # Missing is not corrupt: recorded (the trainer stops every rank with exit 2),
     # not counted among the skipped images; the first one is the one named.
-    before = transforms.bad_image_count()
+    before = health.bad_image_count()
     t = transforms.train_transform(_cfg('skip'))
     x, _ = t((bad_files['missing'], 3))
     assert x.shape == (3, 24, 24) and not x.any()
     t((bad_files['missing'] + '-second', 3))
-    assert transforms.bad_image_count() == before
-    msg = transforms.first_data_error()
+    assert health.bad_image_count() == before
+    msg = health.first_data_error()
     assert bad_files['missing'] in msg and 'does not exist' in msg and '-second' not in msg
-    transforms._data_error = None      # this process's record, for the other tests
+    health.clear_error()      # this process's record, for the other tests
 
 
 def test_a_missing_file_in_a_worker_process_is_recorded_here(bad_files):
@@ -213,21 +213,21 @@ def test_a_missing_file_in_a_worker_process_is_recorded_here(bad_files):
     ctx = multiprocessing.get_context('spawn')
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
         list(pool.map(t, [(bad_files['missing'], 1)]))
-    msg = transforms.first_data_error()
+    msg = health.first_data_error()
     assert msg is not None and bad_files['missing'] in msg
-    os.remove(t._tally + '.error')
+    health.clear_error()
 
 
 def test_bad_images_in_a_worker_process_are_counted_here(bad_files):
     # MultiprocessIterator decodes in forkserver workers: their skips must
     # reach the training process's count.
     t = transforms.train_transform(_cfg('skip'))
-    before = transforms.bad_image_count()
+    before = health.bad_image_count()
     ctx = multiprocessing.get_context('spawn')
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
         outs = list(pool.map(t, [(bad_files['truncated'], 1), (bad_files['corrupt'], 2)]))
     assert [int(y) for _, y in outs] == [1, 2]
-    assert transforms.bad_image_count() == before + 2
+    assert health.bad_image_count() == before + 2
 
 
 @pytest.mark.parametrize('kind', ['truncated', 'corrupt', 'empty', 'missing'])
@@ -236,3 +236,88 @@ def test_bad_images_error_mode(bad_files, kind):
         with pytest.raises(DataError) as e:
             make(_cfg('error'))((bad_files[kind], 0))
         assert bad_files[kind] in str(e.value) and 'data.bad_images' in str(e.value)
+
+
+# ---------------------------------------------------------------- edge cases (issue 19)
+
+def test_a_broken_symlink_is_missing_data_in_both_layouts(tree):
+    folder = os.path.join(tree, 'train', sorted(os.listdir(os.path.join(tree, 'train')))[1])
+    victim = os.path.join(folder, sorted(os.listdir(folder))[0])
+    os.remove(victim)
+    os.symlink('/nonexistent/elsewhere.JPEG', victim)
+    # Class folders: the listing names it (it used to be dropped silently).
+    msg = load_error(tree)
+    assert victim in msg and 'broken symbolic link' in msg and 'missing data' in msg
+    # List files: listed, so decoding it is a missing file (exit 2 in training).
+    train, _, _ = imagenet.load(DataConfig(root=tree, **lists()))
+    index = [train[i][0] for i in range(len(train))].index(victim)
+    t = transforms.train_transform(_cfg('skip'))
+    before = health.bad_image_count()
+    t(train[index])
+    msg = health.first_data_error()
+    assert victim in msg and 'does not exist' in msg
+    assert health.bad_image_count() == before      # missing, not counted as corrupt
+    health.clear_error()
+
+
+def test_ignored_files_and_folders_are_counted_and_said_once(tree):
+    folder = os.path.join(tree, 'train', sorted(os.listdir(os.path.join(tree, 'train')))[0])
+    write(os.path.join(folder, 'notes.txt'), 'x')
+    write(os.path.join(folder, '.DS_Store'), 'x')          # hidden: not even counted
+    os.makedirs(os.path.join(folder, 'nested'))
+    write(os.path.join(tree, 'val', os.listdir(os.path.join(tree, 'val'))[0], 'README'), 'x')
+    _, _, meta = imagenet.load(DataConfig(root=tree))
+    note = meta['note']
+    assert 'ignored 2 non-image file(s) and 1 nested folder(s)' in note, note
+    assert imagenet.load(DataConfig(root=tree, **lists()))[2]['note'] is None
+
+
+def test_one_warning_per_bad_file_across_processes(bad_files, capfd):
+    # Two decoding processes meet the same truncated file three times each.
+    t = transforms.train_transform(_cfg('skip'))
+    before = health.bad_image_count()
+    ctx = multiprocessing.get_context('spawn')
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as pool:
+        outs = list(pool.map(t, [(bad_files['truncated'], 5)] * 6))
+    assert all(int(y) == 5 and not x.any() for x, y in outs)
+    assert health.bad_image_count() == before + 6        # each use counts
+    err = capfd.readouterr().err
+    warnings = [ln for ln in err.splitlines() if bad_files['truncated'] in ln]
+    assert len(warnings) == 1, err
+    # What "skipped" means, said where it happens.
+    assert 'replaced by the mean image, its label kept' in warnings[0]
+    assert bad_files['truncated'] in health.bad_files()
+
+
+def test_bench_data_names_a_corrupt_file_and_continues(tree, capfd):
+    from pfn15.data import bench
+    folder = os.path.join(tree, 'train', sorted(os.listdir(os.path.join(tree, 'train')))[0])
+    victim = os.path.join(folder, sorted(os.listdir(folder))[0])
+    with open(victim, 'r+b') as f:
+        f.truncate(300)
+    r = bench.run(tree, images=9, crop_size=24, repeats=1)
+    assert r['bad_files'] == [victim] and r['images'] == 8
+    assert r['ours_img_per_s'] > 0 and r['baseline_img_per_s'] > 0
+    err = capfd.readouterr().err
+    assert victim in err and 'Traceback' not in err
+
+
+def test_synth_refuses_a_non_empty_target_or_cleans_it_saying_so(tmp_path):
+    import subprocess
+    import sys
+    from conftest import ROOT, child_env
+    out = str(tmp_path / 'tree')
+
+    def synth(*args):
+        return subprocess.run([sys.executable, '-m', 'pfn15.data', 'synth', out, '--train', '2',
+                               '--val', '1', '--size', '24'] + list(args), cwd=ROOT,
+                              env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    assert synth('--classes', '4').returncode == 0
+    r = synth('--classes', '2')
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert out in r.stderr and 'not empty' in r.stderr and '--overwrite' in r.stderr
+    assert len(os.listdir(os.path.join(out, 'train'))) == 4        # left alone
+    r = synth('--classes', '2', '--overwrite')
+    assert r.returncode == 0 and 'deleted train, val' in r.stdout, r.stderr
+    assert len(os.listdir(os.path.join(out, 'train'))) == 2        # no old classes left

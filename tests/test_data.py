@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from pfn15.config import DataConfig
-from pfn15.data import bench, imagenet, synthetic, transforms
+from pfn15.data import bench, health, imagenet, synthetic, transforms
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES, TRAIN, VAL, SIZE = 4, 6, 2, 64
@@ -130,14 +130,14 @@ def test_grayscale_cmyk_png_decode_to_rgb(tmp_path):
     Image.fromarray(rng.randint(0, 255, (60, 70, 4), numpy.uint8), 'RGBA').save(png, 'PNG')
     assert Image.open(gray).mode == 'L' and Image.open(cmyk).mode == 'CMYK'
     c = cfg(str(tmp_path), mean=[0., 0., 0.], std=[1., 1., 1.])
-    before = transforms.bad_image_count()
+    before = health.bad_image_count()
     for t in (transforms.train_transform(c), transforms.val_transform(c)):
         for path in (gray, cmyk, png):
             x, _ = t((path, 0))
             assert x.shape == (3, 32, 32) and x.std() > 1
         x, _ = t((gray, 0))
         assert numpy.array_equal(x[0], x[1]) and numpy.array_equal(x[1], x[2])
-    assert transforms.bad_image_count() == before
+    assert health.bad_image_count() == before
 
 
 def test_random_sized_crop_box_geometry():
@@ -272,8 +272,10 @@ def test_synth_cli(tmp_path):
 
 def test_bench_run_reports_the_figures(tree):
     r = bench.run(tree, images=6, crop_size=32, repeats=1)
-    for key in ('ours_img_per_s', 'baseline_img_per_s', 'ratio', 'workers_needed'):
+    for key in ('ours_img_per_s', 'baseline_img_per_s', 'ratio', 'workers_needed',
+                'ours_packed_img_per_s'):
         assert key in r
     assert r['ours_img_per_s'] > 0 and r['baseline_img_per_s'] > 0
+    assert r['ours_packed_img_per_s'] > 0
     # Same boxes and flips on both sides: the outputs agree to a fraction of a level.
     assert r['mean_abs_diff_vs_baseline'] < 2.0

@@ -188,7 +188,7 @@ def test_images_missing_on_one_node_stop_every_rank(tmp_path):
     assert rc == 2, err
     assert 'rank 1 on %s' % HOST in line and 'does not exist' in line, line
     assert str(node1 / 'synth' / 'train') in line, line
-    assert 'skipping bad image' not in err
+    assert 'bad image' not in err
     assert not os.path.exists(tmp_path / 'out' / 'summary.json')
 
 
@@ -203,7 +203,7 @@ def test_a_flood_of_corrupt_images_is_an_error(tmp_path):
     r = train(2, *_jpeg_args(root, str(tmp_path / 'out'), 'train.epochs=3'), timeout=180)
     line = one_error(r.stderr)
     assert r.returncode == 2, r.stderr
-    assert 'corrupt images were skipped' in line and 'data.max_bad_fraction=0.001' in line
+    assert 'replaced by the mean image' in line and 'data.max_bad_fraction=0.001' in line
 
     # data.bad_images=error: the first one stops every rank (it is met in a
     # decoding process or thread, where an exception would break one rank alone).

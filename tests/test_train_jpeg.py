@@ -29,4 +29,7 @@ def test_two_ranks_train_on_synthetic_jpegs_and_count_a_corrupt_one(tmp_path):
     assert 0.0 <= s['val_top1'] <= 1.0
     log = json.load(open(os.path.join(out, 'log')))
     assert log[-1]['bad_images'] >= 1                     # the truncated file, counted
+    # In summary.json too, with the file; named once for both ranks and 3 epochs.
+    assert s['bad_images'] >= 3 and s['bad_files'] == [victim]
+    assert len([ln for ln in r.stderr.splitlines() if victim in ln]) == 1, r.stderr[-3000:]
     assert log[-1]['main/loss'] < log[0]['main/loss'] * 1.5

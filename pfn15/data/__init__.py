@@ -1,4 +1,4 @@
-"""Datasets: ImageNet (class folders or list files), synthetic JPEG trees, digits.
+"""Datasets: ImageNet (class folders, list files or packed), synthetic JPEG trees, digits.
 
 `build(cfg, comm)` is the one entry. Rank 0 alone lists the data (listing
 ImageNet from 1,024 ranks at once would hammer the file system) and
@@ -54,7 +54,9 @@ def build(cfg, comm):
     val = SubDataset(val, lo, hi)
     if cfg.data.dataset != 'digits':   # digits are arrays, normalized at load
         from pfn15.data import transforms
-        val = TransformDataset(val, transforms.val_transform(cfg.data))
+        t = transforms.val_transform(cfg.data)
+        t.warn = False   # the trainer names bad files once, from rank 0 (health.Reporter)
+        val = TransformDataset(val, t)
     return train, val, meta
 
 
@@ -63,7 +65,9 @@ def train_transform(cfg):
     if cfg.data.dataset == 'digits':
         return None
     from pfn15.data import transforms
-    return transforms.train_transform(cfg.data, seed=cfg.seed)
+    t = transforms.train_transform(cfg.data, seed=cfg.seed)
+    t.warn = False   # the trainer names bad files once, from rank 0 (health.Reporter)
+    return t
 
 
 # ---------------------------------------------------------------- rank 0
@@ -76,15 +80,35 @@ def _load(cfg):
         arrays = {'train_x': train._datasets[0], 'train_y': train._datasets[1],
                   'val_x': val._datasets[0], 'val_y': val._datasets[1]}
         names = [str(c) for c in range(meta['classes'])]
+    elif packed_format(cfg.data):
+        from pfn15.data import packed
+        # The manifest gives the fingerprint: no listing, no hashing of paths.
+        return packed.load(cfg.data)
     else:
         from pfn15.data import imagenet
         train, val, meta = imagenet.load(cfg.data)
+        note = meta.pop('note', None)
+        if note:
+            print('pfn15: note: %s' % note, flush=True)
         arrays = {'train_paths': train.paths, 'train_labels': train.labels,
                   'val_paths': val.paths, 'val_labels': val.labels}
         names = list(meta['class_names'])
     meta = dict(meta, train_size=len(train), val_size=len(val), class_names=names)
     meta['fingerprint'] = fingerprint(arrays, names)
     return arrays, meta
+
+
+def packed_format(data_cfg):
+    """Whether data.root is read as a pack (pfn15.data.packed): data.format=packed,
+    or auto and data.root holds a pack's manifest.json."""
+    from pfn15.data import packed
+    if data_cfg.format == 'packed':
+        if not packed.is_packed(data_cfg.root):
+            raise DataError('data.format=packed, but data.root=%s has no %s (make one with '
+                            'python -m pfn15.data pack SRC %s)'
+                            % (data_cfg.root, packed.MANIFEST, data_cfg.root or 'OUT'))
+        return True
+    return data_cfg.format == 'auto' and packed.is_packed(data_cfg.root)
 
 
 def fingerprint(arrays, class_names):
@@ -131,6 +155,9 @@ def _datasets(cfg, arrays):
         from chainer.datasets import TupleDataset
         return (TupleDataset(arrays['train_x'], arrays['train_y']),
                 TupleDataset(arrays['val_x'], arrays['val_y']))
+    if 'train_shard' in arrays:
+        from pfn15.data import packed
+        return packed.datasets(cfg.data.root, arrays)
     from pfn15.data.imagenet import ImageList
     root = cfg.data.root
     return (ImageList.from_arrays(root, arrays['train_paths'], arrays['train_labels']),

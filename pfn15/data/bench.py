@@ -10,8 +10,9 @@ same crop boxes and flips (both sides draw from RandomStates seeded alike):
   the textbook pipeline, same output shape, dtype and normalization;
 
 and two ablations that say which part pays: ours without scaled decoding,
-and the baseline with our fused normalization. Calls interleave image by
-image, the order rotating so each variant goes first equally often (the
+and the baseline with our fused normalization; and ours on the same bytes
+packed into one shard and read by offset (pfn15.data.packed, "PIL on
+packed"). Calls interleave image by image, the order rotating so each variant goes first equally often (the
 first call on a file finds colder caches), so a noisy machine slows all
 alike; each image counts with its best time of `repeats` passes.
 `python -m pfn15.bench data` is the CLI around it.
@@ -19,6 +20,7 @@ alike; each image counts with its best time of `repeats` passes.
 import math
 import multiprocessing
 import os
+import sys
 import time
 
 import numpy
@@ -69,18 +71,39 @@ def sample_files(root, images):
     return found[::step][:images]
 
 
-VARIANTS = ('ours', 'baseline', 'ours_full_decode', 'baseline_fused_norm')
+VARIANTS = ('ours', 'baseline', 'ours_full_decode', 'baseline_fused_norm', 'ours_packed')
 
 
-def _measure(files, crop_size, seed, repeats):
-    """Seconds per variant for one pass over `files` (best of `repeats` per image)."""
+def pack_files(files, folder):
+    """The files' bytes back to back in one shard of `folder` (the packed format's
+    layout, pfn15.data.packed): [packed.Sample] in the order of `files`."""
+    import zlib
+    from pfn15.data import packed
+    samples, offset = [], 0
+    with open(os.path.join(folder, packed.shard_name('train', 0)), 'wb') as f:
+        for i, p in enumerate(files):
+            with open(p, 'rb') as src:
+                data = src.read()
+            f.write(data)
+            samples.append(packed.Sample(folder, 'train', i, 0, offset, len(data),
+                                         zlib.crc32(data)))
+            offset += len(data)
+    return samples
+
+
+def _measure(files, crop_size, seed, repeats, samples=None):
+    """Seconds per variant for one pass over `files` (best of `repeats` per image);
+    `samples`: the same images in a shard (the 'ours_packed' variant)."""
     cfg = DataConfig(crop_size=crop_size)
     ours, base = transforms.TrainTransform(cfg), BaselineTransform(cfg)
+    packed_of = dict(zip(files, samples or ()))
     calls = {
         'ours': lambda p, rng: ours.apply(p, rng),
         'baseline': lambda p, rng: base.apply(p, rng),
         'ours_full_decode': lambda p, rng: ours.apply(p, rng, scaled=False),
         'baseline_fused_norm': lambda p, rng: base.apply(p, rng, fused_norm=True),
+        # The same transform on the same bytes, read by offset from a shard.
+        'ours_packed': lambda p, rng: ours.apply(packed_of[p], rng),
     }
     for p in files[:10]:                        # warm-up: imports, caches
         for fn in calls.values():
@@ -101,6 +124,8 @@ def _measure(files, crop_size, seed, repeats):
             if r == 0:   # same box and flip: how far apart the outputs are, in 0..255 levels
                 diff.append(float(numpy.abs((out['ours'] - out['baseline'])
                                             / ours.inv_std).mean()))
+                if not numpy.array_equal(out['ours'], out['ours_packed']):
+                    raise AssertionError('packed and folder decodes of %s differ' % p)
     # Each image's best time over the repeats: what a burst of load from other
     # processes adds is dropped, for both sides alike.
     return {v: float(t.min(axis=0).sum()) for v, t in seconds.items()}, float(numpy.mean(diff))
@@ -110,22 +135,48 @@ def _measure_args(args):
     return _measure(*args)
 
 
+def readable_files(files):
+    """(the files that decode in full, {path: reason} of those that do not).
+
+    One full decode per file also warms the page cache for every variant.
+    A bad file is named once, on stderr, and left out of the timing.
+    """
+    good, bad = [], {}
+    for p in files:
+        try:
+            with Image.open(p) as im:
+                im.load()
+            good.append(p)
+        except transforms.BAD_IMAGE_ERRORS as e:
+            bad[p] = '%s: %s' % (type(e).__name__, e)
+            print('bench data: skipping bad image %s (%s)' % (p, bad[p]),
+                  file=sys.stderr, flush=True)
+    if not good:
+        raise ValueError('none of the %d sampled image files decodes (%s ...)'
+                         % (len(files), files[0]))
+    return good, bad
+
+
 def run(root, workers=1, images=200, crop_size=224, seed=0, repeats=3, feed=None):
     """Figures of the train transform's speed; see the module docstring.
 
     `workers` processes measure at once (as a node's decoders would run), each
     over the same files. Images/s are per worker process.
     """
-    files = sample_files(root, images)
-    for p in files:                             # page cache warm for both sides
-        with open(p, 'rb') as f:
-            f.read()
-    jobs = [(files, crop_size, seed + 1000 * k, repeats) for k in range(workers)]
-    if workers == 1:
-        results = [_measure(*jobs[0])]
-    else:
-        with multiprocessing.get_context('spawn').Pool(workers) as pool:
-            results = pool.map(_measure_args, jobs)
+    files, bad = readable_files(sample_files(root, images))
+    import shutil
+    import tempfile
+    shard_dir = tempfile.mkdtemp(prefix='pfn15-bench-packed-')
+    try:
+        samples = pack_files(files, shard_dir)
+        jobs = [(files, crop_size, seed + 1000 * k, repeats, samples) for k in range(workers)]
+        if workers == 1:
+            results = [_measure(*jobs[0])]
+        else:
+            with multiprocessing.get_context('spawn').Pool(workers) as pool:
+                results = pool.map(_measure_args, jobs)
+    finally:
+        shutil.rmtree(shard_dir, ignore_errors=True)
     n = len(files)
     rate = {v: float(numpy.mean([n / s[v] for s, _ in results])) for v in VARIANTS}
     sizes = []
@@ -135,6 +186,7 @@ def run(root, workers=1, images=200, crop_size=224, seed=0, repeats=3, feed=None
     ours = rate['ours']
     return {
         'root': root, 'images': len(files), 'repeats': repeats, 'workers': workers,
+        'bad_files': sorted(bad),
         'crop_size': crop_size, 'mean_image_size': [round(v) for v in numpy.mean(sizes, 0)],
         'ours_img_per_s': ours,
         'baseline_img_per_s': rate['baseline'],
@@ -142,6 +194,8 @@ def run(root, workers=1, images=200, crop_size=224, seed=0, repeats=3, feed=None
         # Ablations: what the scaled decode and the fused normalization each pay.
         'ours_full_decode_img_per_s': rate['ours_full_decode'],
         'baseline_fused_norm_img_per_s': rate['baseline_fused_norm'],
+        # PIL on packed: the same transform reading the same bytes from a shard.
+        'ours_packed_img_per_s': rate['ours_packed'],
         'node_img_per_s': ours * workers,
         'mean_abs_diff_vs_baseline': float(numpy.mean([d for _, d in results])),
         'workers_needed': {name: int(math.ceil(r / ours))

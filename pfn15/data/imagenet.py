@@ -1,9 +1,13 @@
 """ImageNet listings: class folders or Chainer list files, as cheap (path, label) datasets.
 
-Two layouts, as users have them:
+Three layouts, as users have them:
 
 * class folders: `root/train/<wnid>/*.JPEG` and `root/val/<wnid>/*.JPEG`;
   classes are the sorted folder names of train/, the label is the index;
+* ILSVRC2012 as downloaded: class folders for train/, a flat `root/val/`
+  of `ILSVRC2012_val_00000001.JPEG ...` and a label file `data.val_labels`
+  (pfn15.data.val_labels reads Kaggle's LOC_val_solution.csv, plain
+  `filename wnid` lines, or the devkit's ground truth with its meta.mat);
 * list files (the ChainerMN ImageNet example's format): `data.train_list` and
   `data.val_list`, one `relative/path.JPEG label` line per image, paths
   relative to `data.root` unless absolute.
@@ -75,10 +79,17 @@ def load(data_cfg):
             missing = 'data.val_list' if data_cfg.train_list else 'data.train_list'
             raise DataError('%s is empty; list-file datasets need both data.train_list '
                             'and data.val_list' % missing)
+        if data_cfg.val_labels:
+            raise DataError('data.val_labels=%s is for a flat val/ folder next to train/ class '
+                            'folders; with list files, give the labels in data.val_list'
+                            % data_cfg.val_labels)
         train, val, names = _from_lists(data_cfg)
+        ignored = Ignored()
     else:
-        train, val, names = _from_folders(data_cfg)
-    return train, val, {'classes': len(names), 'in_channels': 3, 'class_names': names}
+        ignored = Ignored()
+        train, val, names = _from_folders(data_cfg, ignored)
+    return train, val, {'classes': len(names), 'in_channels': 3, 'class_names': names,
+                        'note': ignored.note()}
 
 
 def _check_dir(path, what):
@@ -99,19 +110,58 @@ def _keep_classes(data_cfg, available, where):
 
 # ---------------------------------------------------------------- class folders
 
-def _images_in(folder):
-    """Sorted image file names in `folder`; DataError if none or unreadable."""
+class Ignored:
+    """What the listing left out of class folders: other files and nested
+    folders, counted so the user hears of them once (see `note`)."""
+
+    def __init__(self):
+        self.files = self.folders = 0
+        self.example = None
+
+    def add(self, path, folder):
+        if folder:
+            self.folders += 1
+        else:
+            self.files += 1
+        self.example = self.example or path
+
+    def note(self):
+        if not (self.files or self.folders):
+            return None
+        return ('ignored %d non-image file(s) and %d nested folder(s) inside the image '
+                'folders (only %s files are images; e.g. %s)'
+                % (self.files, self.folders, '/'.join(IMAGE_EXTENSIONS), self.example))
+
+
+def _images_in(folder, ignored, what='class folder'):
+    """Sorted image file names in `folder`; DataError if none, unreadable, or a
+    broken link (a listed image that cannot be read is missing data)."""
+    names = []
     try:
         with os.scandir(folder) as it:
-            names = sorted(e.name for e in it
-                           if not e.name.startswith('.') and e.is_file()
-                           and e.name.lower().endswith(IMAGE_EXTENSIONS))
+            for e in it:
+                if e.name.startswith('.'):
+                    continue     # .DS_Store, ._* of macOS: never data
+                image = e.name.lower().endswith(IMAGE_EXTENSIONS)
+                if e.is_file():
+                    if image:
+                        names.append(e.name)
+                    else:
+                        ignored.add(e.path, False)
+                elif e.is_dir():
+                    ignored.add(e.path, True)
+                elif e.is_symlink() and image:
+                    raise DataError('%s is a broken symbolic link (its target %s does not '
+                                    'exist): missing data'
+                                    % (e.path, os.readlink(e.path)))
+                else:
+                    ignored.add(e.path, False)
     except OSError as e:
         raise DataError('cannot list %s: %s' % (folder, e.strerror or e))
     if not names:
-        raise DataError('class folder %s is empty (no %s files)'
-                        % (folder, '/'.join(IMAGE_EXTENSIONS)))
-    return names
+        raise DataError('%s %s is empty (no %s files)'
+                        % (what, folder, '/'.join(IMAGE_EXTENSIONS)))
+    return sorted(names)
 
 
 def _subfolders(path):
@@ -122,7 +172,7 @@ def _subfolders(path):
         raise DataError('cannot list %s: %s' % (path, e.strerror or e))
 
 
-def _from_folders(data_cfg):
+def _from_folders(data_cfg, ignored):
     root = data_cfg.root
     train_dir, val_dir = os.path.join(root, 'train'), os.path.join(root, 'val')
     _check_dir(train_dir, 'training folder')
@@ -138,11 +188,17 @@ def _from_folders(data_cfg):
         paths, labels = [], []
         for name in classes:
             split = os.path.basename(split_dir)
-            for f in _images_in(os.path.join(split_dir, name)):
+            for f in _images_in(os.path.join(split_dir, name), ignored):
                 paths.append('%s/%s/%s' % (split, name, f))
                 labels.append(label_of[name])
         return ImageList(root, paths, labels)
 
+    train = listing(train_dir, names)
+    if data_cfg.val_labels:
+        from pfn15.data import val_labels
+        paths, labels = val_labels.flat_listing(data_cfg, val_dir, all_names, label_of,
+                                                ignored)
+        return train, ImageList(root, paths, labels), names
     known = set(all_names)
     val_names = _subfolders(val_dir)
     for name in val_names:
@@ -151,9 +207,13 @@ def _from_folders(data_cfg):
                             % (os.path.join(val_dir, name), train_dir))
     val_kept = [n for n in val_names if n in label_of]
     if not val_kept:
-        raise DataError('validation folder %s has none of the %d classes in use'
-                        % (val_dir, len(names)))
-    return listing(train_dir, names), listing(val_dir, val_kept), names
+        flat = [f for f in os.listdir(val_dir) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        hint = ('; it holds %d images and no class folders: the flat val/ of ILSVRC2012 as '
+                'downloaded needs data.val_labels=LOC_val_solution.csv (or another label '
+                'file, see docs/data.md)' % len(flat)) if flat else ''
+        raise DataError('validation folder %s has none of the %d classes in use%s'
+                        % (val_dir, len(names), hint))
+    return train, listing(val_dir, val_kept), names
 
 
 # ---------------------------------------------------------------- list files

@@ -21,18 +21,15 @@ seeded by (seed, epoch, index) alone -- the same pixels whichever rank or
 decoding process handles the sample. Called with a plain (path, label), a
 transform draws from its process's own RandomState (seeded from os.urandom).
 """
-import atexit
 import math
 import os
 import struct
-import sys
-import tempfile
 import threading
 
 import numpy
 from PIL import Image
 
-from pfn15.data import DataError
+from pfn15.data import DataError, health
 
 # What PIL raises on truncated, corrupt or unreadable files (UnidentifiedImageError
 # and "image file is truncated" are OSErrors; broken headers are SyntaxErrors...).
@@ -70,55 +67,6 @@ def seed(value):
     global _rng, _rng_pid
     _rng = numpy.random.RandomState(value)
     _rng_pid = os.getpid()
-
-
-# ---------------------------------------------------------------- bad images
-
-_bad_count = 0      # images this process replaced
-_warned = set()     # files this process has warned about
-_tallies = []       # tally files of the transforms this process made
-_data_error = None  # the first missing file (or other data error) met in this process
-
-
-def _remove_tallies():
-    for path in _tallies:
-        for p in (path, path + '.error'):
-            try:
-                os.remove(p)
-            except OSError:
-                pass
-
-
-atexit.register(_remove_tallies)
-
-
-def bad_image_count():
-    """Bad images skipped so far by this process and by the worker processes
-    running the transforms it made (MultiprocessIterator's decoders)."""
-    n = _bad_count
-    for path in _tallies:
-        try:
-            n += os.path.getsize(path)   # one byte per skipped image
-        except OSError:
-            pass
-    return n
-
-
-def first_data_error():
-    """The first data error (a missing file) met by this process or by the decoding
-    processes of the transforms it made; None if none. Missing is not corrupt:
-    a file listed but absent means the data on this node is not the data listed,
-    so the trainer stops every rank with exit 2 (DataCheck) instead of training
-    on stand-in images."""
-    if _data_error is not None:
-        return _data_error
-    for path in _tallies:
-        try:
-            with open(path + '.error') as f:
-                return f.read()
-        except OSError:
-            pass
-    return None
 
 
 # ---------------------------------------------------------------- geometry
@@ -169,7 +117,8 @@ def decode_box(path, box_of, size, scaled=True):
     to the resize that follows; other formats (a PNG named .JPEG) decode fully.
     `scaled=False` always decodes at full size (for the benchmark's ablation).
     """
-    with Image.open(path) as img:
+    # A path, or a packed sample (pfn15.data.packed.Sample) read by offset.
+    with Image.open(path if isinstance(path, str) else path.open()) as img:
         width, height = img.size
         box = box_of(width, height)
         shorter = min(box[2] - box[0], box[3] - box[1])
@@ -217,12 +166,12 @@ class _Transform:
         self.mean = numpy.asarray(data_cfg.mean, numpy.float32).reshape(-1, 1, 1)
         self.inv_std = (1.0 / numpy.asarray(data_cfg.std, numpy.float32)).reshape(-1, 1, 1)
         self.bad_images = data_cfg.bad_images
-        # Workers count their skipped images in a file the creating process
-        # reads (bad_image_count), since a forkserver worker shares no memory.
-        self._creator = os.getpid()
-        self._tally = os.path.join(tempfile.gettempdir(), 'pfn15-bad-images-%d-%s'
-                                   % (os.getpid(), os.urandom(6).hex()))
-        _tallies.append(self._tally)
+        # Decoding processes record bad and missing images where the creating
+        # process reads them (pfn15.data.health).
+        self.tally = health.tally()
+        # False in training: rank 0 names each bad file once for all ranks
+        # (health.Reporter); True elsewhere: the first process to meet it does.
+        self.warn = True
 
     def __call__(self, in_data):
         path, label = in_data[:2]
@@ -234,56 +183,41 @@ class _Transform:
         except BAD_IMAGE_ERRORS as e:
             if self.bad_images != 'error' and isinstance(e, (FileNotFoundError,
                                                              NotADirectoryError)):
-                x = self._missing(path)
+                x = self._missing(path, e)
             else:
                 x = self._bad(path, e)
         return x, numpy.int32(label)
 
-    def _missing(self, path):
-        """Record the first missing file for DataCheck; a stand-in until the
-        iteration ends and every rank stops."""
-        return self._record(
-            'data: file %s does not exist (missing, not corrupt: is the whole data set '
-            'on this node?)' % os.path.abspath(path))
-
-    def _record(self, message):
-        global _data_error
-        if os.getpid() == self._creator:
-            if _data_error is None:
-                _data_error = message
-        else:
-            try:   # 'x': the first decoding process to meet a missing file wins
-                with open(self._tally + '.error', 'x') as f:
-                    f.write(message)
-            except FileExistsError:
-                pass
+    def _stand_in(self):
+        # All zeros after normalization: the mean image, the least informative
+        # stand-in (the sample of another index is out of a transform's reach).
         return numpy.zeros((len(self.mean), self.crop_size, self.crop_size), numpy.float32)
 
+    def _missing(self, path, error):
+        """Record the first missing file for DataCheck; a stand-in until the
+        iteration ends and every rank stops."""
+        what = ('file %s does not exist' % os.path.abspath(path) if isinstance(path, str)
+                else str(error))   # a packed sample: its shard, truncated or gone
+        self.tally.missing('data: %s (missing, not corrupt: is the whole data set on this '
+                           'node?)' % what)
+        return self._stand_in()
+
     def _bad(self, path, error):
-        global _bad_count
         reason = '%s: %s' % (type(error).__name__, error)
         if self.bad_images == 'error':
-            message = ('bad image %s (%s); set data.bad_images=skip to skip such files'
-                       % (os.path.abspath(path), reason))
-            if (os.getpid() != self._creator
+            name = os.path.abspath(path) if isinstance(path, str) else str(path)
+            message = ('bad image %s (%s); set data.bad_images=skip to replace such files '
+                       'by the mean image' % (name, reason))
+            if (os.getpid() != self.tally.creator
                     or threading.current_thread() is not threading.main_thread()):
                 # A decoding process or thread: an exception here would break
                 # Chainer's MultiprocessIterator on this rank alone; recorded,
                 # DataCheck stops every rank at the end of the iteration.
-                return self._record('data: ' + message)
+                self.tally.missing('data: ' + message)
+                return self._stand_in()
             raise DataError(message) from error
-        if path not in _warned:
-            _warned.add(path)
-            print('pfn15: warning: skipping bad image %s (%s); a mean image stands in'
-                  % (path, reason), file=sys.stderr, flush=True)
-        if os.getpid() == self._creator:
-            _bad_count += 1
-        else:
-            with open(self._tally, 'ab') as f:   # O_APPEND: workers never interleave
-                f.write(b'.')
-        # All zeros after normalization: the mean image, the least informative
-        # stand-in (the sample of another index is out of a transform's reach).
-        return numpy.zeros((len(self.mean), self.crop_size, self.crop_size), numpy.float32)
+        self.tally.replaced(path, reason, warn=self.warn)
+        return self._stand_in()
 
 
 class TrainTransform(_Transform):

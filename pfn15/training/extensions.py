@@ -178,7 +178,8 @@ class Throughput(extension.Extension):
 
 class BadImageCount(extension.Extension):
 
-    """Reports `bad_images`: corrupt images skipped so far, summed over all ranks.
+    """Reports `bad_images`: corrupt images replaced by the mean image so far
+    (each use counts), summed over all ranks.
 
     A collective, so it runs on every rank with a global trigger (the log's).
     """
@@ -190,8 +191,8 @@ class BadImageCount(extension.Extension):
         self.trigger = trigger
 
     def __call__(self, trainer):
-        from pfn15.data import transforms
-        mine = numpy.array([transforms.bad_image_count()], numpy.float64)
+        from pfn15.data import health
+        mine = numpy.array([health.bad_image_count()], numpy.float64)
         trainer.observation['bad_images'] = float(self.comm.allreduce(mine)[0])
 
 
@@ -269,8 +270,8 @@ class DataCheck(object):
     """The data's health, judged on every rank at once (see PreemptionHandler).
 
     Each rank contributes two numbers to the per-iteration all-reduce: whether
-    its decoders met a file that does not exist, and how many corrupt images
-    they skipped. (With data.bad_images=error the decoder raises at once; the
+    its decoders met a file that does not exist, and how many times they
+    replaced a corrupt image by the mean image. (With data.bad_images=error the decoder raises at once; the
     rank that met it names itself and aborts the job, see train.py.) A
     missing file anywhere, or more skipped images than `max_bad_fraction` of
     the training images seen, stops every rank with one DataError naming the
@@ -284,17 +285,32 @@ class DataCheck(object):
         # Decoders run ahead of training (the iterators prefetch): up to this many
         # images are decoded -- and counted if corrupt -- before they are trained on.
         self.lookahead = lookahead
+        from pfn15.data import health
+        self.reporter = health.Reporter()   # names each bad file once, from rank 0
+        self._reported_count = 0
 
     def local(self):
-        from pfn15.data import transforms
-        return [1.0 if transforms.first_data_error() else 0.0,
-                float(transforms.bad_image_count())]
+        from pfn15.data import health
+        return [1.0 if health.first_data_error() else 0.0,
+                float(health.bad_image_count())]
+
+    def final(self, comm):
+        """Collective, at the end of a run: names the bad files not yet named and
+        returns {'bad_images': replacements on all ranks, 'bad_files': [paths]}."""
+        from pfn15.data import health
+        self.reporter.report(comm.mpi_comm)
+        mine = numpy.array([health.bad_image_count()], numpy.float64)
+        return {'bad_images': int(comm.allreduce(mine)[0]),
+                'bad_files': sorted(self.reporter.reported)}
 
     def judge(self, totals, comm, iteration):
-        from pfn15.data import DataError, transforms
+        from pfn15.data import DataError, health
         from pfn15.training import startup
+        if totals[1] > self._reported_count:   # the same on every rank: a collective is safe
+            self._reported_count = totals[1]
+            self.reporter.report(comm.mpi_comm)
         if totals[0] > 0:
-            found = comm.mpi_comm.allgather(transforms.first_data_error())
+            found = comm.mpi_comm.allgather(health.first_data_error())
             hosts = comm.mpi_comm.allgather(errors.host())
             raise _collective(DataError('%s (stopped at iteration %d)' % (startup.describe(
                 {r: e for r, e in enumerate(found) if e}, hosts), iteration)))
@@ -304,9 +320,10 @@ class DataCheck(object):
             judged = seen >= min(self.train_size, 10.0 / self.max_bad_fraction)
             if judged and bad > self.max_bad_fraction * (seen + self.lookahead):
                 raise _collective(DataError(
-                    'data: %d corrupt images were skipped out of about %d training images '
-                    'seen (more than data.max_bad_fraction=%g; the warnings above name '
-                    'them): is the data damaged?' % (bad, seen, self.max_bad_fraction)))
+                    'data: %d times a corrupt image was replaced by the mean image, out of '
+                    'about %d training images seen (more than data.max_bad_fraction=%g; the '
+                    'warnings above name the files): is the data damaged?'
+                    % (bad, seen, self.max_bad_fraction)))
 
 
 class PreemptionHandler(extension.Extension):

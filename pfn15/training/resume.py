@@ -42,7 +42,7 @@ NOT_TRAJECTORY = (
     'train.cpu_threads', 'train.keep_freed_memory', 'train.device',
     'data.loader_workers', 'data.bad_images',
     # The listing is compared by its fingerprint, not by where it lives.
-    'data.root', 'data.train_list', 'data.val_list',
+    'data.root', 'data.train_list', 'data.val_list', 'data.val_labels', 'data.format',
     'comm.name',
     # How failures are caught and reported, not what is computed.
     'train.stall_timeout', 'train.require_cudnn', 'data.max_bad_fraction',
