@@ -168,6 +168,36 @@ def _buffer(purpose, n, dtype):
     return _workspace[key]
 
 
+_private_comms = {}
+
+
+def _private(mpi_comm):
+    """A duplicate of `mpi_comm` for the exchange (made once, collectively, at the
+    first all-reduce): its messages never meet ChainerMN's ANY_TAG receives."""
+    key = id(mpi_comm)
+    if key not in _private_comms:
+        _private_comms[key] = (mpi_comm, mpi_comm.Dup())
+    return _private_comms[key][1]
+
+
+def _exchange(p2p, rank, sends, recvs):
+    """Post every receive and send at once (non-blocking point-to-point), then wait.
+    Measured: MPICH's Allgatherv of 100 MB on 3 oversubscribed ranks took 0.7-1.4 s,
+    these messages 20-40 ms. Messages to itself are copies."""
+    from mpi4py import MPI
+    mine = dict((peer, buf) for peer, buf in recvs if peer == rank)
+    reqs = [p2p.Irecv(buf, source=peer, tag=TAG) for peer, buf in recvs if peer != rank]
+    for peer, buf in sends:
+        if peer == rank:
+            mine[rank][0][...] = buf[0]
+        else:
+            reqs.append(p2p.Isend(buf, dest=peer, tag=TAG))
+    MPI.Request.Waitall(reqs)
+
+
+TAG = 22
+
+
 def _in_place(left, right):
     numpy.add(left, right, out=left)   # left is a receive-buffer slice of this call
     return left
@@ -190,6 +220,7 @@ def allreduce(mpi_comm, partials, all_ranges, leaves, template):
     if size == 1:
         return tuple(partials[0][1])
     from mpi4py import MPI
+    p2p = _private(mpi_comm)
     out = []
     for i, t in enumerate(template):
         n, dtype = t.size, t.dtype
@@ -216,7 +247,10 @@ def allreduce(mpi_comm, partials, all_ranges, leaves, template):
         rdispls = [sum(rcounts[:r]) for r in range(size)]
         recv = _buffer(('recv', i), max(1, sum(rcounts)), dtype)
         mtype = MPI._typedict[numpy.dtype(dtype).char]
-        mpi_comm.Alltoallv([send, scounts, sdispls, mtype], [recv, rcounts, rdispls, mtype])
+        _exchange(p2p, rank, [(j, [send[d:d + c], mtype]) for j, (c, d)
+                              in enumerate(zip(scounts, sdispls)) if c],
+                  [(r, [recv[d:d + c], mtype]) for r, (c, d)
+                   in enumerate(zip(rcounts, rdispls)) if c])
         known = {}
         for r, c in enumerate(covers):
             for j, node in enumerate(c):
@@ -225,8 +259,8 @@ def allreduce(mpi_comm, partials, all_ranges, leaves, template):
         # The tree's upper nodes on my chunk, each into its left operand's slice.
         total = evaluate(known, leaves, _in_place)
         result = _buffer(('result', i), n, dtype)
-        mpi_comm.Allgatherv([total, mtype], [result, [hi - lo for lo, hi in chunks],
-                                             [lo for lo, _ in chunks], mtype])
+        _exchange(p2p, rank, [(j, [total, mtype]) for j in range(size) if width],
+                  [(r, [result[lo:hi], mtype]) for r, (lo, hi) in enumerate(chunks) if hi > lo])
         out.append(result)
     return tuple(out)
 

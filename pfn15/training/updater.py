@@ -156,10 +156,16 @@ class AccumulatingUpdater(training.updaters.StandardUpdater):
             del loss
             leaf, layout = _pack(model, self.bn_links, observation, self.grad_dtype)
             acc.add(leaf)
-        total = _canonical_allreduce(comm, acc.nodes(), k, groups, layout.template)
+        total = self.canonical_allreduce(acc.nodes(), k, groups, layout.template)
         means = layout.unpack(total, groups, model, self.bn_links)
         chainer.reporter.report(means)
         actual.update()   # every rank: the same gradient bits, the same step
+
+    def canonical_allreduce(self, partials, k, groups, template):
+        """The tree's sum over every rank's groups (worker r holds groups [rk, (r+1)k))."""
+        from pfn15 import comm as comm_module
+        ranges = [(r * k, (r + 1) * k) for r in range(self.comm.size)]
+        return comm_module.canonical_allreduce(self.comm, partials, ranges, groups, template)
 
     def _global_mean(self, means):
         """This worker's means over its k microbatches -> the means over all workers'
@@ -223,8 +229,3 @@ def _pack(model, bn_links, observation, grad_dtype=None):
     leaf = tuple(xp.concatenate([xp.asarray(a).ravel() for a in parts[d]]) for d in dtypes)
     return leaf, _Layout(params, len(stats), keys, leaf, where)
 
-
-def _canonical_allreduce(comm, partials, k, groups, template):
-    from pfn15 import comm as comm_module
-    ranges = [(r * k, (r + 1) * k) for r in range(comm.size)]
-    return comm_module.canonical_allreduce(comm, partials, ranges, groups, template)
