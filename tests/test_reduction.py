@@ -126,3 +126,16 @@ def _script_leaves():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod.leaves(12, 1001, numpy.dtype(numpy.float32))
+
+
+def test_planner_calibrates_from_a_canonical_bench_json(tmp_path):
+    import json
+    path = tmp_path / 'ar.json'
+    path.write_text(json.dumps({'kind': 'allreduce', 'comm': 'naive', 'reduction': 'canonical',
+                                'alpha_s': 1e-3, 'beta_s_per_byte': 2.5e-9}))
+    s = plan.calibrate(plan.presets()['pfn'], [str(path)])
+    assert s.reduction == 'canonical' and not s.calls_per_array
+    fast = dict(json.loads(path.read_text()), reduction='fast')
+    path.write_text(json.dumps(fast))
+    s = plan.calibrate(plan.presets()['pfn'], [str(path)])
+    assert s.reduction == 'fast' and s.calls_per_array
