@@ -24,12 +24,13 @@ value of one tree that depends on G alone:
   is `left + right` of the same two operands wherever it is computed, so the
   result is bit-identical for every split of [0, G) into contiguous ranges --
   any worker count and any k, powers of two or not. Only moved bytes travel
-  through MPI/NCCL collectives; all arithmetic is here.
+  through MPI/NCCL; all arithmetic is here.
 
 The cost: a rank sends (its cover size) x (W-1)/W of each buffer and receives
-(W-1)/W of it -- with aligned ranges (W and k powers of two, or G = W x k
-with W | 2^j...) exactly a ring all-reduce's volume; a rank whose range is
-not a subtree sends one copy per cover node. See docs/reduction.md.
+(W-1)/W of it, then the same again in the all-gather -- when every range is a
+subtree (e.g. W and k powers of two) exactly a ring all-reduce's volume; a
+rank whose range is not a subtree sends one chunk per cover node. See
+docs/reduction.md.
 
 Pure NumPy and mpi4py (the CuPy/NCCL path imports CuPy only when used).
 """
