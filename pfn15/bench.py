@@ -17,6 +17,11 @@ data       decoded + augmented images/s of pfn15's train transform vs a plain PI
 allreduce  ChainerMN's gradient all-reduce (comm.multi_node_mean_grad, the call the
            multi-node optimizer makes) of N bytes vs a raw mpi4py Allreduce of the
            same buffers; alpha/beta fitted over the sizes, for `pfn15.plan --calibrate`.
+           With --reduction canonical: pfn15's canonical-order all-reduce (the
+           gradient mean of comm.reduction=canonical: pack, tree, divide, unpack)
+           vs ChainerMN's (comm.reduction=fast), e.g. at ResNet-50's gradients:
+             mpiexec -n 4 python -m pfn15.bench allreduce --reduction canonical \
+               --bytes 102228128 --arrays 161
 """
 import json
 import os
@@ -365,6 +370,26 @@ class _GradLink(object):
         return link
 
 
+def _canonical_mean_grad(comm, link, xp):
+    """The gradient mean of comm.reduction=canonical with one microbatch per rank,
+    as the updater does it: pack, pfn15.reduction's tree over ranks, / size, unpack."""
+    from pfn15 import comm as comm_module
+    from pfn15 import reduction
+    params = [p for _, p in sorted(link.namedparams())]
+    ranges = [(r, r + 1) for r in range(comm.size)]
+
+    def mean_grad():
+        leaf = xp.concatenate([p.grad.ravel() for p in params])
+        acc = reduction.Accumulator(comm.rank, comm.rank + 1, comm.size)
+        acc.add((leaf,))
+        total, = comm_module.canonical_allreduce(comm, acc.nodes(), ranges, comm.size, (leaf,))
+        offset = 0
+        for p in params:
+            p.grad[...] = (total[offset:offset + p.grad.size] / comm.size).reshape(p.grad.shape)
+            offset += p.grad.size
+    return mean_grad
+
+
 def run_allreduce(args):
     import chainermn
     import numpy
@@ -408,6 +433,11 @@ def run_allreduce(args):
             for b in bufs:
                 mpi.Allreduce(MPI.IN_PLACE, b, op=MPI.SUM)
                 b /= comm.size
+
+        if args.reduction == 'canonical':
+            # (a) pfn15's canonical tree (one leaf per rank: pack, tree, / size,
+            # unpack), against (b) ChainerMN's own all-reduce (comm.reduction=fast).
+            ours, baseline = _canonical_mean_grad(comm, link, xp), ours
         for _ in range(args.warmup):
             ours()
             baseline()
@@ -431,6 +461,9 @@ def run_allreduce(args):
                                     [r['baseline_s'] for r in rows], comm.size)
     result = {
         'kind': 'allreduce', 'comm': args.comm, 'workers': comm.size,
+        'reduction': args.reduction,
+        'ours': 'canonical' if args.reduction == 'canonical' else 'ChainerMN',
+        'baseline': 'ChainerMN' if args.reduction == 'canonical' else 'mpi4py',
         'arrays': args.arrays, 'repeat': args.repeat, 'rows': rows,
         'alpha_s': fit['alpha_s'], 'beta_s_per_byte': fit['beta_s_per_byte'],
         'a_s': fit['a_s'], 'b_s_per_byte': fit['b_s_per_byte'],
@@ -445,7 +478,8 @@ def run_allreduce(args):
 def print_allreduce(r):
     print('bench allreduce: %s communicator, %d ranks, %d array(s) per link, median of %d'
           % (r['comm'], r['workers'], r['arrays'], r['repeat']))
-    print('  %12s %14s %14s %8s' % ('bytes', 'ChainerMN (s)', 'mpi4py (s)', 'ratio'))
+    print('  %12s %14s %14s %8s' % ('bytes', '%s (s)' % r.get('ours', 'ChainerMN'),
+                                     '%s (s)' % r.get('baseline', 'mpi4py'), 'ratio'))
     for row in r['rows']:
         print('  %12d %14.6f %14.6f %8.3f' % (row['bytes'], row['ours_s'], row['baseline_s'],
                                             row['ratio']))
@@ -503,6 +537,9 @@ def parse_args(argv):
     a.add_argument('--warmup', type=int, default=2)
     a.add_argument('--comm', default='naive',
                    help="ChainerMN communicator: 'naive' (CPU) or 'pure_nccl' (GPU)")
+    a.add_argument('--reduction', default='fast', choices=('fast', 'canonical'),
+                   help="fast: ChainerMN's all-reduce vs raw mpi4py; canonical: pfn15's "
+                        "canonical-order all-reduce (comm.reduction=canonical) vs ChainerMN's")
     a.add_argument('--json')
     return p.parse_args(argv)
 

@@ -24,8 +24,10 @@ def create(cfg):
     chainermn_patches.apply()   # ChainerMN 7.8.1 on CuPy 13/14 and NumPy 2
     name = communicator_name(cfg)
     if cfg.comm.allreduce_fp16 and name == 'pure_nccl':
-        return chainermn.create_communicator(name, allreduce_grad_dtype=numpy.float16)
-    comm = chainermn.create_communicator(name)
+        comm = chainermn.create_communicator(name, allreduce_grad_dtype=numpy.float16)
+        comm.pfn15_allreduce_dtype = numpy.dtype(numpy.float16)   # the canonical one's too
+        return set_reduction(comm, cfg.comm.reduction)
+    comm = set_reduction(chainermn.create_communicator(name), cfg.comm.reduction)
     if cfg.comm.allreduce_fp16 and comm.rank == 0:
         print('pfn15: comm.allreduce_fp16 is on, but the %r communicator cannot all-reduce '
               'in float16 (only pure_nccl, on GPUs, can); gradients are all-reduced in '
@@ -45,3 +47,44 @@ def multi_node_optimizer(optimizer, comm, model):
     mn = chainermn.create_multi_node_optimizer(optimizer, comm)
     mn.is_changed(model)
     return mn
+
+
+REDUCTIONS = ('canonical', 'fast')
+
+
+def set_reduction(comm, name):
+    """Record `comm.reduction` on the communicator: what pfn15.bn and the updater read."""
+    if name not in REDUCTIONS:
+        raise ValueError('comm.reduction must be one of %s, not %r' % (REDUCTIONS, name))
+    comm.pfn15_reduction = name
+    return comm
+
+
+def reduction_of(comm):
+    """'canonical' or 'fast' (ChainerMN's own all-reduce; the default of a bare communicator)."""
+    return getattr(comm, 'pfn15_reduction', 'fast')
+
+
+def allreduce_dtype(comm):
+    """The dtype gradients travel and are summed in (None: their own)."""
+    return getattr(comm, 'pfn15_allreduce_dtype', None)
+
+
+def canonical_allreduce(comm, partials, ranges, leaves, template):
+    """pfn15.reduction's tree sum over all ranks: NCCL send/recv between GPUs under
+    pure_nccl (not run yet: docs/reduction.md), MPI point-to-point otherwise
+    (device arrays through the host)."""
+    from pfn15 import reduction
+    import chainer
+    xp = chainer.backend.get_array_module(template[0])
+    if xp is not numpy and hasattr(comm, '_init_comms') and hasattr(comm, 'nccl_comm'):
+        comm._init_comms()
+        return reduction.allreduce_nccl(comm.nccl_comm, comm.size, comm.rank, partials,
+                                        ranges, leaves, template)
+    if xp is not numpy:
+        host = [(node, tuple(chainer.backend.CpuDevice().send(v) for v in values))
+                for node, values in partials]
+        out = reduction.allreduce(comm.mpi_comm, host, ranges, leaves,
+                                  tuple(chainer.backend.CpuDevice().send(t) for t in template))
+        return tuple(xp.asarray(v) for v in out)
+    return reduction.allreduce(comm.mpi_comm, partials, ranges, leaves, template)

@@ -164,6 +164,11 @@ class CommConfig:
         'auto', 'naive', 'flat', 'hierarchical', 'two_dimensional', 'single_node', 'pure_nccl'))
     # All-reduce gradients in float16 to halve communication (Akiba et al. [paper]).
     allreduce_fp16: bool = False
+    # canonical: every sum over the global batch's BN groups (gradients, BN
+    # statistics, metrics) in one fixed tree, so any worker count computes the
+    # same bits (pfn15/reduction.py, docs/reduction.md); fast: ChainerMN's own
+    # all-reduce (its order, hence the last bits, move with the worker count).
+    reduction: str = field(default='canonical', metadata=_choices('canonical', 'fast'))
 
 
 @dataclass

@@ -12,7 +12,8 @@ data-parallel update and of the whole run:
 
 The all-reduce uses the latency-bandwidth (alpha-beta) model: a message of
 n bytes over one link costs alpha + n x beta. See `allreduce_time` for the
-three algorithms (ring, hierarchical, 2D torus).
+three algorithms (ring, hierarchical, 2D torus) of ChainerMN's all-reduce
+(comm.reduction=fast), `canonical_time` for pfn15's canonical-order one.
 
     python -m pfn15.plan --preset all                    # the record runs vs published times
     python -m pfn15.plan --preset pfn --workers 8,64,512,1024 --plot pfn.png
@@ -99,6 +100,42 @@ def allreduce_time(nbytes, workers, alpha, beta, algo='ring', gpus_per_node=1,
     return intra + inter
 
 
+def canonical_time(nbytes, workers, alpha, beta, gpus_per_node=1, alpha_intra=None,
+                   beta_intra=None, covers=1):
+    """Seconds of comm.reduction=canonical's all-reduce (pfn15/reduction.py), same model.
+
+    An all-to-all of the ranks' cover-node sums, chunk j to rank j, then an
+    all-gather of the finished chunks; `covers`: the most tree nodes one rank
+    sends (1 when every rank's groups form a subtree, docs/reduction.md).
+
+    one node      2(p-1) alpha_i + (covers + 1)(p-1)/p n beta_i
+                  (with covers = 1 exactly the ring's volume)
+    m > 1 nodes   2(p-1) alpha + (covers + 1) g (p-g)/p n beta
+                  (the exchange is flat: each of a node's g ranks sends its share
+                  off the node, g times a ring's inter-node volume)
+    """
+    p = int(workers)
+    if p <= 1 or nbytes <= 0:
+        return 0.0
+    ai = alpha if alpha_intra is None else alpha_intra
+    bi = beta if beta_intra is None else beta_intra
+    n = float(nbytes)
+    g = max(1, min(int(gpus_per_node), p))
+    if g >= p:
+        return 2 * (p - 1) * ai + (covers + 1.0) * (p - 1) / p * n * bi
+    return 2 * (p - 1) * alpha + (covers + 1.0) * g * (p - g) / p * n * beta
+
+
+def max_covers(global_batch, batch_per_worker, workers):
+    """The most cover nodes a rank sends in the canonical all-reduce (1 if aligned)."""
+    from pfn15 import reduction
+    groups = max(1, int(global_batch) // int(batch_per_worker))
+    k = groups // int(workers)
+    if k < 1 or k * workers != groups:
+        return 1
+    return max(len(reduction.cover(r * k, (r + 1) * k, groups)) for r in range(int(workers)))
+
+
 def fit_alpha_beta(sizes, times, workers):
     """Fit measured all-reduce times T(n) = a + b n, then express them in the
     ring model at `workers` ranks (a = 2(p-1) alpha, b = 2(p-1)/p beta).
@@ -169,6 +206,9 @@ class Setup:
     calls_per_array: bool = False    # True: one all-reduce per array ('naive' communicator)
     # network
     algo: str = 'ring'
+    # fast: ChainerMN's all-reduce (`algo`); canonical: pfn15's fixed-tree one
+    # (comm.reduction, `canonical_time`)
+    reduction: str = 'fast'
     gpus_per_node: int = 8
     inter_gbps: float = 13.6         # a node's total inter-node bandwidth, GB/s
     inter_alpha: float = 1e-6
@@ -205,9 +245,14 @@ class Setup:
 
 def plan_one(s, workers):
     """The model at one worker count: a dict of figures (seconds unless named)."""
-    ar = allreduce_time(s.grad_bytes(), workers, s.inter_alpha, 1.0 / (s.inter_gbps * GB),
-                        s.algo, s.gpus_per_node, s.intra_alpha, 1.0 / (s.intra_gbps * GB),
-                        calls=s.arrays if s.calls_per_array else 1)
+    if s.reduction == 'canonical':
+        ar = canonical_time(s.grad_bytes(), workers, s.inter_alpha, 1.0 / (s.inter_gbps * GB),
+                            s.gpus_per_node, s.intra_alpha, 1.0 / (s.intra_gbps * GB),
+                            max_covers(s.global_batch, s.batch_per_worker, workers))
+    else:
+        ar = allreduce_time(s.grad_bytes(), workers, s.inter_alpha, 1.0 / (s.inter_gbps * GB),
+                            s.algo, s.gpus_per_node, s.intra_alpha, 1.0 / (s.intra_gbps * GB),
+                            calls=s.arrays if s.calls_per_array else 1)
     it = iteration_time(s.global_batch, workers, s.img_per_s, ar, s.batch_per_worker,
                         s.overlap, s.data_img_per_s(), s.oversubscription(workers))
     iters_per_epoch = s.train_images / float(s.global_batch)
@@ -381,6 +426,8 @@ def calibrate(setup, paths):
             beta = float(d['beta_s_per_byte'])
             s.inter_gbps = s.intra_gbps = 1.0 / beta / GB if beta > 0 else 1e9
             s.calls_per_array = d.get('comm', 'naive') == 'naive'
+            if d.get('reduction') == 'canonical':   # one packed buffer, its own fit
+                s.reduction, s.calls_per_array = 'canonical', False
         else:
             raise ValueError('%s: not a pfn15.bench step or allreduce JSON (kind=%r)'
                              % (path, kind))
@@ -418,7 +465,8 @@ def describe(s):
             '%.1f us, intra %.2f GB/s alpha %.1f us, overlap %.2f%s%s'
             % (s.name, s.img_per_s, s.batch_per_worker, s.global_batch, s.epochs,
                s.grad_bytes() / 1e6, 'fp16' if s.fp16_allreduce else 'fp32', s.arrays,
-               ', one call each' if s.calls_per_array else '', s.algo,
+               ', one call each' if s.calls_per_array else '',
+               'canonical-order' if s.reduction == 'canonical' else s.algo,
                'all ranks on one node' if s.gpus_per_node >= 1 << 20
                else '%d per node' % s.gpus_per_node,
                s.inter_gbps, s.inter_alpha * 1e6,
@@ -521,6 +569,8 @@ def parse_args(argv):
     g.add_argument('--fp16-allreduce', dest='fp16', action='store_true', default=None)
     g.add_argument('--fp32-allreduce', dest='fp16', action='store_false')
     p.add_argument('--algo', choices=ALGOS)
+    p.add_argument('--reduction', choices=('fast', 'canonical'),
+                   help="comm.reduction: canonical models pfn15's fixed-tree all-reduce")
     p.add_argument('--overlap', type=float, help='fraction of the all-reduce that may '
                    'overlap the backward pass, 0..1')
     p.add_argument('--inter-gbps', type=float, help="a node's inter-node bandwidth, GB/s")
@@ -547,7 +597,7 @@ def build_setup(args):
             ('eval_every', 'eval_every', 1), ('img_per_s', 'img_per_s', 1),
             ('train_images', 'train_images', 1), ('val_images', 'val_images', 1),
             ('params', 'params', 1), ('arrays', 'arrays', 1), ('fp16', 'fp16_allreduce', None),
-            ('algo', 'algo', None), ('overlap', 'overlap', 1), ('inter_gbps', 'inter_gbps', 1),
+            ('algo', 'algo', None), ('reduction', 'reduction', None), ('overlap', 'overlap', 1), ('inter_gbps', 'inter_gbps', 1),
             ('inter_alpha_us', 'inter_alpha', 1e-6), ('intra_gbps', 'intra_gbps', 1),
             ('intra_alpha_us', 'intra_alpha', 1e-6),
             ('decode_per_core', 'decode_per_core', 1), ('cores_per_gpu', 'cores_per_gpu', 1)):

@@ -170,7 +170,8 @@ def build(cfg, comm):
     microbatches = cfg.microbatches(comm.size)
     updater = AccumulatingUpdater(train_iter, optimizer, microbatches, device=device, comm=comm,
                                   global_epochs=epochs,
-                                  average_bn_statistics=not cfg.bn.moving_average)
+                                  average_bn_statistics=not cfg.bn.moving_average,
+                                  canonical=cfg.comm.reduction == 'canonical')
     train_iter.follow(updater)
     trainer = training.Trainer(updater, stop, out=cfg.out)
 
@@ -182,7 +183,9 @@ def build(cfg, comm):
         trainer.extend(X.AllreduceBNStatistics(predictor, comm, eval_trigger))
     # Sample-weighted mean over the whole validation set (pfn15/training/evaluator.py).
     trainer.extend(WholeSetEvaluator(val_iter, model, comm, eval_trigger, device=device,
-                                     top5=meta['classes'] > 5),
+                                     top5=meta['classes'] > 5,
+                                     canonical=(meta['val_size'], cfg.batch.per_worker)
+                                     if cfg.comm.reduction == 'canonical' else None),
                    trigger=eval_trigger, name='validation')
     trainer.extend(X.Throughput(epochs))
 

@@ -1,11 +1,18 @@
-"""The same run on any number of workers (issue 12), with real pfn15.train under mpiexec.
+"""The same run on any number of workers, bit for bit (issues 12 and 22), with real
+pfn15.train under mpiexec and comm.reduction=canonical (the default):
 
-* 1 rank x 4 microbatches, 2 x 2 and 4 x 1 train the digits demo model (BN)
-  to the same parameters and the same validation metrics;
+* the digits demo model (RMSprop warm-up, BN without moving averages), 24
+  updates: parameters, optimizer state, BN statistics, the summary and the
+  log's losses bit-identical for 1 x 4, 2 x 2 and 4 x 1; for 1 x 8, 2 x 4,
+  4 x 2 and 8 x 1 (slow); and, 12 updates, for 1 x 6, 2 x 3, 3 x 2 (worker
+  counts and k that are not powers of two);
 * the same on synthetic JPEGs with random crops and flips, decoded by 2
   MultiprocessIterator workers on one side and in the main process on the other;
 * a run checkpointed on 4 ranks and resumed on 2, and on 1, ends where the
-  uninterrupted 4-rank run ends (parameters, summary.json, the log).
+  uninterrupted 4-rank run ends, bit for bit (arrays, summary.json, the log).
+
+comm.reduction=fast (ChainerMN's all-reduce) is shown to miss this: its 1 x 4
+and 2 x 2 runs differ after 6 updates.
 """
 import glob
 import json
@@ -21,33 +28,41 @@ DEMO = 'configs/demo.yaml'
 QUIET = ['train.progress_bar=false', 'resume=none']
 METRICS = ('val_top1', 'val_top5', 'val_loss', 'train_loss', 'train_top1', 'epochs',
            'iterations')
+UPDATES = 24
+# Wall-clock figures a checkpoint also holds: the only arrays allowed to differ.
+TIMES = ('updater/update_seconds', '_snapshot_elapsed_time')
+
+
+def state(out):
+    """The newest checkpoint's numeric arrays: model (parameters, BN statistics),
+    optimizer state (per-parameter slots, t), iterator and updater counters."""
+    newest = sorted(glob.glob(os.path.join(out, 'checkpoints', 'iter_*.npz')))[-1]
+    with numpy.load(newest, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files if f[k].dtype.kind in 'fiub' and k not in TIMES}
 
 
 def model_state(out):
-    """The model's arrays (parameters and BN statistics) of the newest checkpoint."""
-    newest = sorted(glob.glob(os.path.join(out, 'checkpoints', 'iter_*.npz')))[-1]
-    with numpy.load(newest, allow_pickle=False) as f:
-        return {k: f[k] for k in f.files
-                if k.startswith('updater/model:main/') and f[k].dtype.kind == 'f'}
+    return {k: v for k, v in state(out).items() if k.startswith('updater/model:main/')}
 
 
-def assert_same_state(a, b, rtol=1e-5):
-    """Equal within `rtol` of each array's scale: only the summation order differs."""
-    assert a.keys() == b.keys() and len(a) > 20
-    moved = 0
-    for k in a:
-        scale = float(numpy.abs(a[k]).max()) or 1.0
-        numpy.testing.assert_allclose(b[k], a[k], rtol=rtol, atol=rtol * scale, err_msg=k)
-        moved += 'avg_' in k
-    assert moved > 0                      # the BN statistics were compared too
+def assert_same_bits(a, b):
+    """Every array equal bit for bit (NaNs and signed zeros included)."""
+    assert a.keys() == b.keys()
+    assert sum('avg_mean' in k for k in a) > 5             # BN statistics are in
+    assert sum('optimizer:main/predictor' in k for k in a) > 20   # optimizer slots too
+    differ = [k for k in a if a[k].dtype != b[k].dtype or a[k].tobytes() != b[k].tobytes()]
+    assert not differ, '%d of %d arrays differ: %s' % (len(differ), len(a), differ[:6])
 
 
-def assert_same_metrics(sa, sb, rel=1e-5):
+def assert_same_metrics(sa, sb):
     for key in METRICS:
-        if sa.get(key) is None:
-            assert sb.get(key) is None, key
-            continue
-        assert sb[key] == pytest.approx(sa[key], rel=rel, abs=1e-6), key
+        assert sb.get(key) == sa.get(key), key           # floats, exactly
+
+
+def log_losses(out):
+    with open(os.path.join(out, 'log')) as f:
+        return [(e['iteration'], e['main/loss'], e.get('validation/main/loss'))
+                for e in json.load(f)]
 
 
 def run_ok(n, *overrides, timeout=300):
@@ -56,21 +71,58 @@ def run_ok(n, *overrides, timeout=300):
     return r
 
 
+def same_run_on(tmp_path, layouts, per_worker=32, updates=UPDATES):
+    """Run the demo for each (workers, k); assert every run's bits equal the first's."""
+    outs = []
+    for ranks, k in layouts:
+        out = str(tmp_path / ('w%dx%d' % (ranks, k)))
+        r = run_ok(ranks, 'out=' + out, 'batch.global=%d' % (ranks * k * per_worker),
+                   'batch.per_worker=%d' % per_worker,
+                   'train.iterations=%d' % updates, 'checkpoint.every=%d' % updates,
+                   *QUIET)
+        assert '%d workers x %d per worker x %d microbatch' % (ranks, per_worker, k) in r.stdout
+        outs.append(out)
+    first = state(outs[0])
+    assert first['updater/iteration'] == updates
+    for out in outs[1:]:
+        assert_same_bits(first, state(out))
+        assert_same_metrics(read_summary(outs[0]), read_summary(out))
+        assert log_losses(out) == log_losses(outs[0])
+    return outs
+
+
 @pytest.mark.mpi
-def test_digits_same_parameters_on_1x4_2x2_and_4x1(tmp_path):
+def test_digits_bit_identical_on_1x4_2x2_and_4x1(tmp_path):
+    outs = same_run_on(tmp_path, [(1, 4), (2, 2), (4, 1)])
+    s = read_summary(outs[0])
+    assert s['microbatches'] == 4 and read_summary(outs[-1])['microbatches'] == 1
+    assert 0.5 < s['val_top1'] < 1.0       # trained, not a constant
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_digits_bit_identical_on_1x8_2x4_4x2_and_8x1(tmp_path):
+    same_run_on(tmp_path, [(1, 8), (2, 4), (4, 2), (8, 1)])
+
+
+@pytest.mark.mpi
+def test_digits_bit_identical_when_k_and_workers_are_not_powers_of_two(tmp_path):
+    # 6 groups: 2 x 3 splits the tree's leaves [0, 6) at 3, inside its subtree
+    # [0, 4): each rank sends two partial sums, and the bits still agree.
+    same_run_on(tmp_path, [(1, 6), (2, 3), (3, 2)], 16, updates=12)
+
+
+@pytest.mark.mpi
+def test_fast_reduction_misses_the_bits(tmp_path):
+    """What the canonical order fixes: ChainerMN's all-reduce adds in another order."""
     outs = {}
-    for ranks in (1, 2, 4):
-        outs[ranks] = str(tmp_path / ('w%d' % ranks))
-        r = run_ok(ranks, 'out=' + outs[ranks], 'train.iterations=3', *QUIET)
-        k = 4 // ranks
-        assert '%d workers x 32 per worker x %d microbatch' % (ranks, k) in r.stdout
-    states = {n: model_state(o) for n, o in outs.items()}
-    summaries = {n: read_summary(o) for n, o in outs.items()}
-    for n in (2, 4):
-        assert_same_state(states[1], states[n])
-        assert_same_metrics(summaries[1], summaries[n])
-    assert summaries[1]['microbatches'] == 4 and summaries[4]['microbatches'] == 1
-    assert 0.1 < summaries[1]['val_top1'] < 1.0       # trained a little, not a constant
+    for ranks in (1, 2):
+        outs[ranks] = str(tmp_path / ('f%d' % ranks))
+        run_ok(ranks, 'out=' + outs[ranks], 'train.iterations=6', 'checkpoint.every=6',
+               'comm.reduction=fast', *QUIET)
+    a, b = model_state(outs[1]), model_state(outs[2])
+    assert a.keys() == b.keys()
+    assert any(a[k].tobytes() != b[k].tobytes() for k in a)
 
 
 @pytest.mark.mpi
@@ -88,7 +140,7 @@ def test_jpegs_same_run_with_2_decoding_workers_and_in_process(tmp_path):
     run_ok(1, 'out=' + a, 'data.loader_workers=2', *common)
     # ... and 2 ranks x 1 microbatch, decoded in each rank's own process.
     run_ok(2, 'out=' + b, 'data.loader_workers=0', *common)
-    assert_same_state(model_state(a), model_state(b))
+    assert_same_bits(state(a), state(b))
     assert_same_metrics(read_summary(a), read_summary(b))
     # 40 training images, batch 16, 4 updates: the second epoch's permutation and
     # fresh crops were drawn (1.6 epochs).
@@ -115,7 +167,7 @@ def test_checkpoint_on_4_ranks_resumes_on_2_and_on_1(tmp_path):
         r = run_ok(ranks, 'out=' + out, *common)
         assert 'resumed from the checkpoint at iteration 5' in r.stdout
         assert '%d workers x 32 per worker x %d microbatch' % (ranks, 4 // ranks) in r.stdout
-        assert_same_state(model_state(full), model_state(out))
+        assert_same_bits(state(full), state(out))
         s = read_summary(out)
         assert s['resumed_from_iteration'] == 5 and s['workers'] == ranks
         assert_same_metrics(read_summary(full), s)
@@ -125,4 +177,4 @@ def test_checkpoint_on_4_ranks_resumes_on_2_and_on_1(tmp_path):
         for e, f in zip(log, log_full):
             for key in ('epoch', 'main/loss', 'main/accuracy', 'validation/main/loss',
                         'validation/main/accuracy', 'lr'):
-                assert e[key] == pytest.approx(f[key], rel=1e-5), (e['iteration'], key)
+                assert e[key] == f[key], (e['iteration'], key)

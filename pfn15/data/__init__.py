@@ -49,7 +49,7 @@ def build(cfg, comm):
         raise error
     arrays, meta = bcast_arrays(comm.mpi_comm, payload)
     train, val = _datasets(cfg, arrays)
-    lo, hi = order.validation_share(len(val), comm.size, comm.rank)
+    lo, hi = order.validation_share(len(val), comm.size, comm.rank, cfg.batch.per_worker)
     from chainer.datasets import SubDataset, TransformDataset
     val = SubDataset(val, lo, hi)
     if cfg.data.dataset != 'digits':   # digits are arrays, normalized at load

@@ -147,7 +147,18 @@ def slot_of_group(group, microbatches):
     return divmod(group, microbatches)
 
 
-def validation_share(size, workers, rank):
-    """[start, stop) of the validation set that `rank` evaluates: contiguous, sizes
-    differing by at most one; every image exactly once over all ranks."""
-    return size * rank // workers, size * (rank + 1) // workers
+def validation_batches(size, batch, workers):
+    """[(first, stop)] of the validation batches each rank evaluates: the set cut
+    into ceil(size / batch) fixed batches of `batch` consecutive images (the last
+    may be short), dealt as contiguous runs whose lengths differ by at most one.
+    The batches are the same for every worker count (pfn15.reduction sums them)."""
+    n = -(-size // batch) if size else 0
+    return [(n * r // workers, n * (r + 1) // workers) for r in range(workers)]
+
+
+def validation_share(size, workers, rank, batch=1):
+    """[start, stop) of the validation set that `rank` evaluates: its run of whole
+    `batch`-image batches (validation_batches); every image exactly once over all
+    ranks."""
+    first, stop = validation_batches(size, batch, workers)[rank]
+    return min(first * batch, size), min(stop * batch, size)

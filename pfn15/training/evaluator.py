@@ -9,6 +9,11 @@ sums loss x images, correct top-1 and top-5 counts, and one all-reduce of
 those sums gives the sample-weighted mean over every validation image --
 what a paper's "74.94% top-1" means. Reported under the usual keys:
 validation/main/loss, validation/main/accuracy, validation/main/top5.
+
+With `canonical` (comm.reduction=canonical: (validation-set size, batch)),
+the set is cut into fixed batches (pfn15.data.order.validation_batches),
+each batch's sums are one leaf, and pfn15.reduction's tree adds them over
+all ranks: the same bits on every worker count.
 """
 import numpy
 
@@ -26,8 +31,9 @@ class WholeSetEvaluator(extension.Extension):
     name = 'validation'
 
     def __init__(self, iterator, model, comm, trigger, device=-1, top5=True,
-                 converter=convert.concat_examples):
+                 converter=convert.concat_examples, canonical=None):
         self.iterator = iterator
+        self.canonical = canonical
         self.top5 = top5   # the classifier reports top-5 only with more than 5 classes
         self.model = model
         self.comm = comm
@@ -39,6 +45,14 @@ class WholeSetEvaluator(extension.Extension):
     def evaluate(self):
         """{'validation/main/loss': ..., ...}: sums over this rank's share, all-reduced."""
         sums = numpy.zeros(1 + len(KEYS), numpy.float64)   # images, then loss/acc/top5 sums
+        acc = None
+        if self.canonical is not None:
+            from pfn15 import reduction
+            from pfn15.data import order
+            size, batch = self.canonical
+            ranges = order.validation_batches(size, batch, self.comm.size)
+            leaves = ranges[-1][1]
+            acc = reduction.Accumulator(*ranges[self.comm.rank], leaves)
         it = self.iterator
         it.reset()
         reporter = reporter_module.Reporter()
@@ -50,15 +64,25 @@ class WholeSetEvaluator(extension.Extension):
                 with reporter.scope(observation):
                     self.model(x, t)
                 n = len(batch)
-                sums[0] += n
+                leaf = numpy.zeros_like(sums)
+                leaf[0] = n
                 for i, key in enumerate(KEYS):
                     v = observation.get('main/' + key)
                     if v is not None:
-                        sums[1 + i] += float(chainer.backend.CpuDevice().send(
+                        leaf[1 + i] = float(chainer.backend.CpuDevice().send(
                             getattr(v, 'array', v))) * n
+                if acc is None:
+                    sums += leaf
+                else:
+                    acc.add((leaf,))
         if self.before_allreduce is not None:
             self.before_allreduce()
-        total = self.comm.mpi_comm.allreduce(sums)
+        if acc is None:
+            total = self.comm.mpi_comm.allreduce(sums)
+        else:
+            from pfn15 import reduction
+            total, = reduction.allreduce(self.comm.mpi_comm, acc.nodes(), ranges, leaves,
+                                         (sums,))
         result = {}
         for i, key in enumerate(KEYS):
             if key != 'top5' or self.top5:

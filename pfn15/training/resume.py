@@ -44,6 +44,8 @@ NOT_TRAJECTORY = (
     # The listing is compared by its fingerprint, not by where it lives.
     'data.root', 'data.train_list', 'data.val_list', 'data.val_labels', 'data.format',
     'comm.name',
+    # The same math in another order: only the last bits move (docs/reduction.md).
+    'comm.reduction',
     # How failures are caught and reported, not what is computed.
     'train.stall_timeout', 'train.require_cudnn', 'data.max_bad_fraction',
     # Which CPU functions compute the same math (pfn15's or Chainer's).

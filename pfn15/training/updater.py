@@ -17,6 +17,7 @@ from chainer.dataset import convert
 from chainer import training
 
 from pfn15 import bn
+from pfn15 import reduction
 
 
 class AccumulatingUpdater(training.updaters.StandardUpdater):
@@ -35,11 +36,20 @@ class AccumulatingUpdater(training.updaters.StandardUpdater):
     update as the mean of the k microbatches' statistics; the mean over
     workers follows before evaluation (pfn15.bn): the global batch's groups.
     With `global_epochs`, epoch/epoch_detail count samples of the whole job.
+
+    With `canonical` (comm.reduction=canonical, needs `comm`), every sum over
+    the global batch's G BN groups -- the gradient, the BN statistics, the
+    observations -- is the fixed tree of pfn15.reduction: each microbatch's
+    unscaled gradient is one leaf, this worker's k leaves are summed into the
+    tree's nodes as they come, the all-reduce finishes the same tree, and the
+    sum is divided by G once. Every rank then holds the same bits on every
+    worker count, and the BN statistics of the global batch leave each update
+    already averaged over workers.
     """
 
     def __init__(self, iterator, optimizer, microbatches=1, device=None,
                  converter=convert.concat_examples, comm=None, global_epochs=None,
-                 average_bn_statistics=False):
+                 average_bn_statistics=False, canonical=False):
         super().__init__(iterator, optimizer, converter=converter, device=device)
         if microbatches < 1:
             raise ValueError('microbatches must be >= 1')
@@ -47,6 +57,12 @@ class AccumulatingUpdater(training.updaters.StandardUpdater):
         self.comm = comm
         self.global_epochs = global_epochs
         self.bn_links = bn.batch_norms(optimizer.target) if average_bn_statistics else []
+        if canonical and comm is None:
+            raise ValueError('the canonical reduction needs the communicator')
+        self.canonical = canonical
+        if canonical:
+            from pfn15 import comm as comm_module
+            self.grad_dtype = comm_module.allreduce_dtype(comm)   # float16: summed in float16
         self.update_seconds = 0.0   # time spent in updates (for images/s)
         self.update_durations = []  # this process's updates, seconds each (not checkpointed)
 
@@ -82,6 +98,12 @@ class AccumulatingUpdater(training.updaters.StandardUpdater):
         optimizer = self._optimizers['main']
         model = optimizer.target
         k = self.microbatches
+        if self.canonical:
+            self._update_canonical(iterator, optimizer, model, k)
+            took = time.perf_counter() - start
+            self.update_seconds += took
+            self.update_durations.append(took)
+            return
         loss_scale = getattr(optimizer, '_loss_scale', None)
 
         model.cleargrads()
@@ -113,6 +135,38 @@ class AccumulatingUpdater(training.updaters.StandardUpdater):
         self.update_seconds += took
         self.update_durations.append(took)
 
+    def _update_canonical(self, iterator, optimizer, model, k):
+        """One update whose sums over the G groups follow pfn15.reduction's tree."""
+        comm = self.comm
+        actual = getattr(optimizer, 'actual_optimizer', optimizer)
+        loss_scale = getattr(actual, '_loss_scale', None)
+        groups = k * comm.size
+        lo = comm.rank * k                       # group g is worker g // k's microbatch g % k
+        acc = reduction.Accumulator(lo, lo + k, groups)
+        layout = None
+        for _ in range(k):
+            batch = iterator.next()
+            x, t = self.converter(batch, self.input_device)
+            model.cleargrads()
+            observation = {}
+            with reporter_module.report_scope(observation):
+                loss = model(x, t)
+            # Unscaled: the leaf is this group's own gradient, whatever k is.
+            loss.backward(loss_scale=loss_scale)
+            del loss
+            leaf, layout = _pack(model, self.bn_links, observation, self.grad_dtype)
+            acc.add(leaf)
+        total = self.canonical_allreduce(acc.nodes(), k, groups, layout.template)
+        means = layout.unpack(total, groups, model, self.bn_links)
+        chainer.reporter.report(means)
+        actual.update()   # every rank: the same gradient bits, the same step
+
+    def canonical_allreduce(self, partials, k, groups, template):
+        """The tree's sum over every rank's groups (worker r holds groups [rk, (r+1)k))."""
+        from pfn15 import comm as comm_module
+        ranges = [(r * k, (r + 1) * k) for r in range(self.comm.size)]
+        return comm_module.canonical_allreduce(self.comm, partials, ranges, groups, template)
+
     def _global_mean(self, means):
         """This worker's means over its k microbatches -> the means over all workers'
         groups (every group has per_worker samples, so that is the sample mean)."""
@@ -126,3 +180,52 @@ class AccumulatingUpdater(training.updaters.StandardUpdater):
     def serialize(self, serializer):
         super().serialize(serializer)
         self.update_seconds = float(serializer('update_seconds', self.update_seconds))
+
+
+class _Layout(object):
+    """Where each gradient, BN statistic and observation sits in a leaf's buffers."""
+
+    def __init__(self, params, n_bn, keys, template, where):
+        self.params, self.n_bn, self.keys = params, n_bn, keys
+        self.template, self.where = template, where   # where: [(buffer, start, stop)]
+
+    def unpack(self, total, groups, model, bn_links):
+        """Gradients and BN statistics: the sums / groups, in place; returns the
+        observations' means (the sums / groups, as floats)."""
+        views = [total[b][s:e] / groups for b, s, e in self.where]
+        for param, v in zip(self.params, views):
+            param.grad[...] = v.reshape(param.grad.shape)
+        stats = [a for link in bn_links for a in (link.avg_mean, link.avg_var)]
+        for a, v in zip(stats, views[len(self.params):]):
+            a[...] = v.reshape(a.shape)
+        for link in bn_links:
+            setattr(link, bn.CANONICAL, True)   # already the mean over all groups
+        metrics = views[-1] if self.keys else []
+        return dict(zip(self.keys, [float(x) for x in metrics]))
+
+
+def _pack(model, bn_links, observation, grad_dtype=None):
+    """(leaf, layout): one group's gradients (in `grad_dtype` if given), BN
+    statistics and observations as one new 1-D buffer per dtype (the
+    observations in float64)."""
+    params = [p for _, p in sorted(model.namedparams()) if p.grad is not None]
+    stats = [a for link in bn_links for a in (link.avg_mean, link.avg_var)]
+    keys = sorted(observation)
+    xp = chainer.backend.get_array_module(params[0].grad) if params else numpy
+    pieces = [p.grad if grad_dtype is None else p.grad.astype(grad_dtype)
+              for p in params] + stats
+    if keys:
+        pieces.append(numpy.array([float(chainer.backend.CpuDevice().send(
+            getattr(observation[key], 'array', observation[key]))) for key in keys],
+            numpy.float64))
+    dtypes = sorted({numpy.dtype(a.dtype).str for a in pieces})
+    where, parts = [], {d: [] for d in dtypes}
+    sizes = dict.fromkeys(dtypes, 0)
+    for a in pieces:
+        d = numpy.dtype(a.dtype).str
+        where.append((dtypes.index(d), sizes[d], sizes[d] + a.size))
+        sizes[d] += a.size
+        parts[d].append(a)
+    leaf = tuple(xp.concatenate([xp.asarray(a).ravel() for a in parts[d]]) for d in dtypes)
+    return leaf, _Layout(params, len(stats), keys, leaf, where)
+

@@ -328,15 +328,17 @@ def attach(watchdog, trainer, comm, checkpointer, evaluator_name='validation'):
                       it, slow=first_iterations(it))
     updater.converter = _TickingConverter(updater.converter, on_microbatch)
 
-    mean_grad = comm.multi_node_mean_grad
-
-    def ticking_mean_grad(*args, **kw):
-        it = updater.iteration + 1
-        watchdog.tick('gradient all-reduce', it, slow=first_iterations(it))
-        out = mean_grad(*args, **kw)
-        watchdog.tick('update', it, slow=first_iterations(it))
-        return out
-    comm.multi_node_mean_grad = ticking_mean_grad
+    def ticking(mean_grad):
+        def ticking_mean_grad(*args, **kw):
+            it = updater.iteration + 1
+            watchdog.tick('gradient all-reduce', it, slow=first_iterations(it))
+            out = mean_grad(*args, **kw)
+            watchdog.tick('update', it, slow=first_iterations(it))
+            return out
+        return ticking_mean_grad
+    comm.multi_node_mean_grad = ticking(comm.multi_node_mean_grad)
+    if getattr(updater, 'canonical', False):   # comm.reduction=canonical's own all-reduce
+        updater.canonical_allreduce = ticking(updater.canonical_allreduce)
 
     try:
         evaluator = trainer.get_extension(evaluator_name)
