@@ -1,5 +1,5 @@
 """The record recipes: label smoothing, linear warm-up, polynomial decay, batch-size
-control against hand-computed values; the recipe configs against RECIPES.md."""
+control against hand-computed values; the recipe configs against docs/recipe.md."""
 import glob
 import json
 import math
