@@ -17,12 +17,15 @@ from typing import List
 
 import yaml
 
+from pfn15 import optimizers as _optimizers   # the registry only; no Chainer
+
 
 class ConfigError(ValueError):
     """A config problem, with the dotted key it concerns."""
 
     def __init__(self, key, message):
         self.key = key
+        self.detail = message
         super().__init__('config: %s: %s' % (key, message) if key else 'config: ' + message)
 
 
@@ -94,24 +97,24 @@ class BatchConfig:
 
 
 @dataclass
-class OptimizerConfig:
-    name: str = field(default='rmsprop_warmup',
-                      metadata=_choices('rmsprop_warmup', 'momentum_sgd', 'lars'))
+class _OptimizerShared:
+    # One of the registered optimizers (pfn15/optimizers/__init__.py); its own
+    # keys are in the section of its name, optimizer.<name>.*.
+    name: str = field(default='rmsprop_warmup', metadata=_choices(*_optimizers.names()))
     momentum: float = field(default=0.9, metadata={'min': 0.0, 'max': 1.0})  # mu1
     weight_decay: float = field(default=1e-4, metadata={'min': 0.0})
-    # RMSprop warm-up (Akiba et al.): see pfn15/optimizers/rmsprop_warmup.py.
-    lr_rmsprop: float = field(default=3e-4, metadata={'min': 0.0})
-    rmsprop_decay: float = field(default=0.99, metadata={'min': 0.0, 'max': 1.0})  # mu2
-    eps: float = field(default=1e-8, metadata={'min': 0.0})
     # Apply weight decay to BN gamma/beta and biases too (Goyal et al. do).
     decay_bn_and_bias: bool = True
     label_smoothing: float = field(default=0.0, metadata={'min': 0.0, 'max': 1.0})
-    # LARS (You et al.): local rate = lars_trust x ||w|| / (||g|| + wd x ||w|| + lars_eps),
-    # weight decay inside the rule; see pfn15/optimizers/lars.py.
-    lars_trust: float = field(default=0.001, metadata={'min': 0.0})
-    lars_eps: float = field(default=0.0, metadata={'min': 0.0})
-    # BN gamma/beta and biases: plain momentum SGD (local rate 1) instead of LARS.
-    lars_skip_bn_and_bias: bool = True
+
+
+# optimizer.*: the shared keys above, then one section per registered optimizer
+# (optimizer.rmsprop_warmup.eps, optimizer.lars.trust, ...).
+OptimizerConfig = dataclasses.make_dataclass(
+    'OptimizerConfig',
+    [(e.name, e.section, field(default_factory=e.section)) for e in _optimizers.REGISTRY],
+    bases=(_OptimizerShared,))
+OptimizerConfig.__module__ = __name__
 
 
 @dataclass
@@ -386,11 +389,54 @@ def load(path=None, overrides=(), workers=None, check_paths=True):
                 tree = yaml.safe_load(f) or {}
         except yaml.YAMLError as e:
             raise ConfigError('', 'cannot parse %s as YAML: %s' % (path, e))
+    renamed = _move_old_keys(tree)
+    moved = moved_keys()
     for key, value in parse_overrides(overrides):
+        if key in moved:   # an old name on the command line: it wins like any override
+            renamed[moved[key]] = key
+            key = moved[key]
         _set_dotted(tree, key, value)
-    cfg = _build(Config, tree, '')
+    try:
+        cfg = _build(Config, tree, '')
+    except ConfigError as e:   # name the key as the user wrote it
+        if e.key in renamed:
+            raise ConfigError(renamed[e.key], '%s (%s is now %s)'
+                              % (e.detail, renamed[e.key], e.key)) from None
+        raise
+    cfg.resume.allow_changed = [moved.get(k, k) for k in cfg.resume.allow_changed]
     validate(cfg, workers=workers, check_paths=check_paths)
     return cfg
+
+
+def moved_keys():
+    """{old dotted key: its key now}: optimizer keys from before the per-optimizer
+    sections (optimizer.lars_trust -> optimizer.lars.trust), still accepted."""
+    return {'optimizer.%s' % old: 'optimizer.%s.%s' % (e.name, new)
+            for e in _optimizers.REGISTRY for old, new in e.moved.items()}
+
+
+def _move_old_keys(tree):
+    """Move old-style optimizer keys in the raw `tree` to their sections; return
+    {new dotted key: old dotted key} for the ones moved."""
+    section = tree.get('optimizer')
+    renamed = {}
+    if not isinstance(section, dict):
+        return renamed
+    for old, new in moved_keys().items():
+        leaf = old.split('.', 1)[1]
+        if leaf not in section:
+            continue
+        value = section.pop(leaf)
+        name, new_leaf = new.split('.')[1:]
+        target = section.setdefault(name, {})
+        if not isinstance(target, dict):
+            raise ConfigError('optimizer.' + name, 'expected a mapping of keys, got %r' % (target,))
+        if new_leaf in target and target[new_leaf] != value:
+            raise ConfigError(old, 'is the old name of %s, and both are set (%r and %r); '
+                                   'keep %s' % (new, value, target[new_leaf], new))
+        target[new_leaf] = value
+        renamed[new] = old
+    return renamed
 
 
 def dotted_keys(cfg):

@@ -173,7 +173,9 @@ def build(cfg, comm):
         trainer.extend(log_report)
         trainer.extend(E.PrintReport(
             ['epoch', 'iteration', 'main/loss', 'main/accuracy', 'validation/main/loss',
-             'validation/main/accuracy', 'lr', 'alpha_sgd', 'images/s', 'elapsed_time']))
+             'validation/main/accuracy']
+            + list(optimizers.entry(cfg.optimizer.name).columns())
+            + ['images/s', 'elapsed_time']))
         trainer.extend(E.PlotReport(['main/loss', 'validation/main/loss'],
                                     'epoch', filename='loss.png'))
         trainer.extend(E.PlotReport(['main/accuracy', 'validation/main/accuracy'],

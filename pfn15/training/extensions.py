@@ -11,20 +11,24 @@ import chainer
 from chainer.training import extension
 
 from pfn15 import bn
+from pfn15 import optimizers
 from pfn15 import schedules
 from pfn15.data import order
 
 
 class ScheduleDriver(extension.Extension):
 
-    """Sets `lr` (and `alpha_sgd` where the optimizer has it) every iteration.
+    """Sets `lr` and the optimizer's other scheduled hyperparameters every iteration.
+
+    Which ones, and their schedules, come from the optimizer's registry entry
+    (pfn15.optimizers: `scheduled`, e.g. RMSprop warm-up's `alpha_sgd`).
 
     The schedules are functions of the fractional epoch, computed as samples
     seen by all workers / training-set size: the same number on every rank
     and for every worker count (an accumulating run of the 32k config on 8
     workers sees the same epochs as the 1,024-worker run).
-    It reports the values used by the iteration that just ran as `lr` and
-    `alpha_sgd` (and `global_batch` under batch-size control).
+    It reports the values used by the iteration that just ran under their
+    names (and `global_batch` under batch-size control).
 
     Batch-size control (batch.schedule): before each update it sets the
     updater's microbatches k = batch / (per_worker x workers) for the batch
@@ -37,6 +41,8 @@ class ScheduleDriver(extension.Extension):
     priority = extension.PRIORITY_WRITER + 2   # report before LogReport reads
 
     def __init__(self, cfg, global_epochs, workers=1):
+        self.cfg = cfg
+        self.scheduled = optimizers.entry(cfg.optimizer.name).scheduled
         self.schedule = cfg.schedule
         self.lr_per_256 = cfg.schedule.lr_per_256
         self.total_epochs = cfg.train.epochs     # for schedule.lr 'poly'
@@ -51,8 +57,8 @@ class ScheduleDriver(extension.Extension):
     def __call__(self, trainer):
         optimizer = trainer.updater.get_optimizer('main')
         trainer.observation['lr'] = optimizer.lr
-        if hasattr(optimizer, 'alpha_sgd'):   # the multi-node wrapper forwards attributes
-            trainer.observation['alpha_sgd'] = optimizer.alpha_sgd
+        for name in self.scheduled:   # the multi-node wrapper forwards attributes
+            trainer.observation[name] = getattr(optimizer, name)
         if self.batch_control:
             trainer.observation['global_batch'] = \
                 trainer.updater.microbatches * self.per_update
@@ -67,9 +73,8 @@ class ScheduleDriver(extension.Extension):
         e = self.epochs.at(iteration)
         base_lr = self.lr_per_256 * self.epochs.batch(iteration) / 256.0
         optimizer.lr = schedules.learning_rate(e, self.schedule, base_lr, self.total_epochs)
-        if hasattr(optimizer, 'alpha_sgd'):
-            optimizer.alpha_sgd = schedules.alpha_sgd(
-                e, self.schedule.alpha_center, self.schedule.alpha_period)
+        for name, schedule in self.scheduled.items():
+            setattr(optimizer, name, schedule(e, self.cfg))
 
 
 class AllreduceBNStatistics(extension.Extension):

@@ -78,7 +78,8 @@ def differences(saved, current):
     current default, so adding a config key does not orphan old checkpoints.
     """
     defaults = config_module.dotted_keys(config_module.Config())
-    old = config_module.dotted_keys(saved['config'])
+    moved = config_module.moved_keys()   # a checkpoint of older pfn15's key names
+    old = {moved.get(k, k): v for k, v in config_module.dotted_keys(saved['config']).items()}
     new = config_module.dotted_keys(current['config'])
     out = []
     for key in sorted(set(old) | set(new)):

@@ -15,13 +15,10 @@ import os
 import sys
 
 from pfn15 import config as config_module
+from pfn15 import optimizers
 from pfn15.training import signals
 
 EXIT_BAD_INPUT = 2
-
-# Optimizer state arrays per parameter, for the checkpoint-size estimate (the
-# states are created at the first update, after start-up has to decide).
-_STATE_SLOTS = {'momentum_sgd': 1, 'rmsprop_warmup': 2, 'lars': 1}
 
 
 def host():
@@ -177,7 +174,9 @@ def checkpoint_bytes(model, optimizer_name):
         for name in link._persistent:
             value = getattr(link, name)
             persistents += getattr(value, 'nbytes', 8)
-    slots = _STATE_SLOTS.get(optimizer_name, 2)
+    # The optimizer's state arrays are created at the first update, after
+    # start-up has to decide: its registry entry says how many per parameter.
+    slots = optimizers.entry(optimizer_name).state_slots
     return int(params * (1 + slots) + persistents + 64 * 1024)
 
 
