@@ -198,3 +198,26 @@ def test_resume_section_shorthand_overrides_and_round_trip(tmp_path):
         config.load(DEMO, ['resume.allow_changed=train.epoch'])
     with pytest.raises(config.ConfigError, match='resume.mode'):
         config.load(DEMO, ['resume=sometimes'])
+
+
+def test_every_config_key_has_a_resume_rule():
+    """The rule is in each field's metadata (config.py), so a new key cannot be
+    forgotten: this fails until it says whether it changes the trajectory."""
+    rules = config.resume_rules()
+    assert set(rules) == set(config.dotted_keys(config.Config()))
+    missing = sorted(k for k, r in rules.items() if r not in config.RESUME_RULES)
+    assert not missing, 'config keys without a resume rule: %s' % ', '.join(missing)
+    assert 'train.epochs' not in resume.NOT_TRAJECTORY and 'out' in resume.NOT_TRAJECTORY
+    assert 'batch.global' in resume.CANNOT_CHANGE and 'dataset.train_size' in resume.CANNOT_CHANGE
+    assert rules['optimizer.lars.trust'] == 'same'   # the optimizers' sections too
+
+
+def test_resume_rules_are_read_from_the_metadata():
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Section:
+        a: int = dataclasses.field(default=0, metadata={'resume': 'free'})
+        b: int = 0
+
+    assert config.resume_rules(Section, 'x.') == {'x.a': 'free', 'x.b': None}
