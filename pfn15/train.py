@@ -32,6 +32,7 @@ import os  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+import types  # noqa: E402
 
 os.environ.setdefault('MPLBACKEND', 'Agg')   # PlotReport on nodes without a display
 
@@ -80,7 +81,7 @@ def build(cfg, comm):
     from pfn15 import comm as comm_module
     from pfn15 import data, models, optimizers
     from pfn15.data.iterator import GlobalOrderIterator
-    from pfn15.training import checkpoint, resume
+    from pfn15.training import checkpoint, checks, resume
     from pfn15.training import extensions as X
     from pfn15.training.evaluator import WholeSetEvaluator
     from pfn15.training.updater import AccumulatingUpdater
@@ -157,12 +158,11 @@ def build(cfg, comm):
     checkpointer = checkpoint.Checkpointer(cfg.out, comm, model, resume.identity(cfg, meta),
                                            keep=cfg.checkpoint.keep)
     trainer.extend(checkpoint.CheckpointExtension(checkpointer, cfg.checkpoint.every, stop))
-    # Stop signals, missing files and too many corrupt images: one all-reduce per
-    # iteration tells every rank, so all stop together (before the checkpoint).
-    trainer.extend(X.PreemptionHandler(comm, checkpointer, X.DataCheck(
-        cfg.data.max_bad_fraction, meta['train_size'], epochs,
-        lookahead=2 * cfg.batch.global_)
-        if cfg.data.dataset == 'imagenet' else None))
+    # Missing files, too many corrupt images, stop signals: the collective checks
+    # (pfn15/training/checks.py), one all-reduce per iteration, so every rank
+    # stops together (before the checkpoint).
+    trainer.extend(checks.CollectiveChecks(comm, checks.build(cfg, types.SimpleNamespace(
+        comm=comm, checkpointer=checkpointer, epochs=epochs, meta=meta))))
 
     log_trigger = X.EpochTrigger(1, epochs, stop)
     if cfg.data.dataset == 'imagenet':
@@ -256,7 +256,7 @@ def main(argv=None):
     import chainermn
     from pfn15 import comm as comm_module
     from pfn15.data import DataError
-    from pfn15.training import checkpoint
+    from pfn15.training import checkpoint, checks
     from pfn15.training import extensions as X
     from pfn15.training import resume
     from pfn15.training import watchdog as watchdog_module
@@ -310,7 +310,7 @@ def main(argv=None):
         # Expected stops print one line below; anything else is printed by the
         # except hook before MPI_Abort.
         run.trainer.run(show_loop_exception_msg=False)
-    except X.Preempted as e:
+    except checks.Preempted as e:
         if comm.rank == 0:
             print('pfn15: preempted: %s; rerun with resume=auto to continue' % e, flush=True)
         return 0
@@ -326,6 +326,8 @@ def main(argv=None):
                   file=sys.stderr, flush=True)
             world.Abort(2)
         fail(comm.rank, 2, str(e))
+    except checks.CheckFailed as e:   # every rank at once, by the same sums
+        fail(comm.rank, e.status, str(e))
     except checkpoint.CheckpointWriteError as e:
         fail(comm.rank, checkpoint.EXIT_CHECKPOINT_FAILED, str(e))
     finally:

@@ -1,5 +1,6 @@
 """Trainer extensions of the recipe: the schedule driver, BN statistics before
-evaluation, throughput, non-finite checks, preemption, and the final summary."""
+evaluation, throughput, non-finite checks, and the final summary. The
+per-iteration collective checks (stop signals, data health) are in checks.py."""
 import json
 import math
 import os
@@ -236,97 +237,6 @@ class FiniteGradientCheck(object):
             'non-finite gradient at iteration %d (loss or gradients became NaN/inf); '
             'stopped before updating the weights -- lower the learning rate or check '
             'the data' % (optimizer.t + 1))
-
-
-class Preempted(Exception):
-    """Raised after a signal-triggered checkpoint: the job should be requeued."""
-
-
-def _collective(error):
-    """Mark an exception raised on every rank at once (train.py exits quietly with it)."""
-    error.collective = True
-    return error
-
-
-class DataCheck(object):
-
-    """The data's health, judged on every rank at once (see PreemptionHandler).
-
-    Each rank contributes two numbers to the per-iteration all-reduce: whether
-    its decoders met a file that does not exist, and how many corrupt images
-    they skipped. (With data.bad_images=error the decoder raises at once; the
-    rank that met it names itself and aborts the job, see train.py.) A
-    missing file anywhere, or more skipped images than `max_bad_fraction` of
-    the training images seen, stops every rank with one DataError naming the
-    rank, host and file.
-    """
-
-    def __init__(self, max_bad_fraction, train_size, global_epochs, lookahead=0):
-        self.max_bad_fraction = max_bad_fraction
-        self.train_size = train_size
-        self.epochs = global_epochs
-        # Decoders run ahead of training (the iterators prefetch): up to this many
-        # images are decoded -- and counted if corrupt -- before they are trained on.
-        self.lookahead = lookahead
-
-    def local(self):
-        from pfn15.data import transforms
-        return [1.0 if transforms.first_data_error() else 0.0,
-                float(transforms.bad_image_count())]
-
-    def judge(self, totals, comm, iteration):
-        from pfn15.data import DataError, transforms
-        from pfn15.training import startup
-        if totals[0] > 0:
-            errors = comm.mpi_comm.allgather(transforms.first_data_error())
-            hosts = comm.mpi_comm.allgather(startup.host())
-            raise _collective(DataError('%s (stopped at iteration %d)' % (startup.describe(
-                {r: e for r, e in enumerate(errors) if e}, hosts), iteration)))
-        bad = totals[1]
-        if self.max_bad_fraction > 0 and bad > 0:
-            seen = self.epochs.at(iteration) * self.train_size
-            judged = seen >= min(self.train_size, 10.0 / self.max_bad_fraction)
-            if judged and bad > self.max_bad_fraction * (seen + self.lookahead):
-                raise _collective(DataError(
-                    'data: %d corrupt images were skipped out of about %d training images '
-                    'seen (more than data.max_bad_fraction=%g; the warnings above name '
-                    'them): is the data damaged?' % (bad, seen, self.max_bad_fraction)))
-
-
-class PreemptionHandler(extension.Extension):
-
-    """On SIGTERM, SIGUSR1 or a first Ctrl-C: finish the iteration, checkpoint on
-    every rank, stop. Also stops every rank on a data problem (`DataCheck`).
-
-    Schedulers send the signal to some or all ranks; one all-reduce of a few
-    numbers per iteration lets every rank agree to stop after the same
-    iteration. It runs after evaluation and before the checkpoint, so a data
-    error is never saved. The signal handlers themselves are installed at the
-    very start of main() (pfn15.training.signals).
-    """
-
-    trigger = 1, 'iteration'
-    priority = extension.PRIORITY_READER - 40    # after evaluation, before the checkpoint
-
-    def __init__(self, comm, checkpointer, data_check=None):
-        self.comm = comm
-        self.checkpointer = checkpointer
-        self.data_check = data_check
-
-    def __call__(self, trainer):
-        from pfn15.training import signals
-        local = [1.0 if signals.pending() else 0.0]
-        if self.data_check is not None:
-            local += self.data_check.local()
-        totals = self.comm.allreduce(numpy.array(local, numpy.float64))
-        if self.data_check is not None:
-            self.data_check.judge(totals[1:], self.comm, trainer.updater.iteration)
-        if float(totals[0]) > 0:
-            self.checkpointer.save(trainer)
-            why = (signals.name(signals.received) if signals.received is not None
-                   else 'a stop signal on another rank')
-            raise Preempted('%s: checkpoint written at iteration %d'
-                            % (why, trainer.updater.iteration))
 
 
 def write_summary(path, summary):
