@@ -126,3 +126,25 @@ def test_nothing_refers_to_a_file_outside_the_repository():
                     continue
                 bad.append('%s: %s (not in the repository)' % (where, name))
     assert not bad, 'references to files outside the repository:\n  ' + '\n  '.join(bad)
+
+
+def _code_exit_statuses():
+    """The exit statuses pfn15/ uses: named EXIT_* constants and literal stops.
+    (Once one module holds the table of exit codes, read that instead.)"""
+    found = {0}   # finished / preempted
+    pattern = re.compile(r'EXIT_\w+ = (\d+)|fail\([^,()]+, (\d+)|Abort\((\d+)\)|sys\.exit\((\d+)\)')
+    for dirpath, _, names in os.walk(os.path.join(ROOT, 'pfn15')):
+        for n in names:
+            if n.endswith('.py'):
+                with open(os.path.join(dirpath, n)) as f:
+                    for m in pattern.finditer(f.read()):
+                        found.add(int(next(g for g in m.groups() if g)))
+    return found
+
+
+def test_readme_lists_the_exit_statuses_the_code_uses():
+    text = _text('README.md')
+    section = text.split('\n## Exit codes\n', 1)[1].split('\n## ', 1)[0]
+    listed = [int(n) for n in re.findall(r'^- \*\*(\d+)\*\*', section, flags=re.M)]
+    assert len(listed) == len(set(listed)), listed
+    assert set(listed) == _code_exit_statuses(), (sorted(listed), sorted(_code_exit_statuses()))
