@@ -154,7 +154,7 @@ def check_optimizer(args, name):
             for hp, schedule in entry.scheduled.items():
                 setattr(opt, hp, schedule(epoch, cfg))
             for link, g in zip(model, grads[i]):
-                link.W.grad = xp.asarray(g)
+                link.W.grad = xp.array(g)   # a copy: weight decay adds to it in place
             opt.update()
         out = {}
         for j, link in enumerate(model):
