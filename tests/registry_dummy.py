@@ -144,7 +144,7 @@ def main(out):
     from pfn15 import train
     run_out = os.path.join(out, 'run')
     status = train.main(['configs/demo.yaml', 'out=' + run_out, 'optimizer.name=dummy_sgd',
-                         'optimizer.dummy_sgd.gamma0=0.5', 'train.epochs=2',
+                         'optimizer.dummy_sgd.gamma0=0.5', 'train.epochs=1',
                          'train.progress_bar=false', 'checkpoint.every=0'])
     report['train_status'] = status
     with open(os.path.join(run_out, 'log')) as f:
