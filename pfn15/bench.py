@@ -496,6 +496,7 @@ def print_allreduce(r):
 # ------------------------------------------------------------------ CLI
 
 def parse_args(argv):
+    from pfn15 import optimizers
     p = cli.ArgumentParser(prog='python -m pfn15.bench', description=__doc__.split('\n\n')[0],
                            epilog=cli.epilog(keys=True, tool=True))
     sub = p.add_subparsers(dest='cmd', required=True)
@@ -509,7 +510,7 @@ def parse_args(argv):
     s.add_argument('--blocks', type=int, default=5, help='timed blocks of each (a, b, a, b...)')
     s.add_argument('--warmup', type=int, default=2)
     s.add_argument('--optimizer', default='momentum_sgd',
-                   choices=('momentum_sgd', 'rmsprop_warmup'),
+                   choices=optimizers.names(),
                    help="(b)'s optimizer; momentum_sgd matches (a)")
     s.add_argument('--peer', default='auto', choices=('auto', 'torch', 'none'),
                    help='PyTorch ResNet-50 peer at the same batch (pfn15.bench_torch): '

@@ -22,6 +22,8 @@ from typing import List
 import yaml
 
 from pfn15 import errors
+from pfn15 import optimizers as _optimizers   # the registry only; no Chainer
+
 
 
 class ConfigError(errors.UserError, ValueError):
@@ -29,6 +31,7 @@ class ConfigError(errors.UserError, ValueError):
 
     def __init__(self, key, message):
         self.key = key
+        self.detail = message
         super().__init__('config: %s: %s' % (key, message) if key else 'config: ' + message)
 
 
@@ -36,61 +39,84 @@ def _choices(*names):
     return {'choices': names}
 
 
+# Each field's rule when a run resumes from a checkpoint (pfn15/training/resume.py),
+# in its metadata as 'resume' beside its choices and bounds:
+#   free   never blocks: where the run writes, how it reports, decodes or talks, when
+#          it checkpoints -- not what it computes
+#   same   changes the trajectory: a change refuses to resume unless
+#          resume.allow_changed names the key
+#   fixed  cannot change within a run, override or not: an iteration count means
+#          samples under that batch plan, and the arrays have that model's shapes
+RESUME_RULES = ('free', 'same', 'fixed')
+
+
+def _free(meta=None):
+    return dict(meta or {}, resume='free')
+
+
+def _same(meta=None):
+    return dict(meta or {}, resume='same')
+
+
+def _fixed(meta=None):
+    return dict(meta or {}, resume='fixed')
+
+
 @dataclass
 class ModelConfig:
-    arch: str = field(default='resnet50', metadata=_choices('resnet50', 'resnet_small'))
+    arch: str = field(default='resnet50', metadata=_fixed(_choices('resnet50', 'resnet_small')))
     # resnet_small: the 32x32-input ResNet (3x3 stem, three stages) built from
     # the same bottleneck blocks as ResNet-50.
-    blocks_per_stage: int = field(default=2, metadata={'min': 1})
-    width: int = field(default=16, metadata={'min': 1})
+    blocks_per_stage: int = field(default=2, metadata=_fixed({'min': 1}))
+    width: int = field(default=16, metadata=_fixed({'min': 1}))
     # Goyal et al.: gamma of each residual block's last BN starts at 0 [paper].
-    zero_init_last_bn_gamma: bool = True
+    zero_init_last_bn_gamma: bool = field(default=True, metadata=_same())
     # On CPU: 'pfn15' runs pfn15/functions (channels-last convolution as matrix
     # products, fused BN+ReLU; a ResNet-50 step 1.8x faster, same links and params);
     # 'chainer' keeps Chainer's own functions, for comparison. GPU always uses
     # Chainer's (cuDNN).
-    cpu_functions: str = field(default='pfn15', metadata=_choices('pfn15', 'chainer'))
+    cpu_functions: str = field(default='pfn15', metadata=_free(_choices('pfn15', 'chainer')))
 
 
 @dataclass
 class DataConfig:
-    dataset: str = field(default='imagenet', metadata=_choices('imagenet', 'digits'))
+    dataset: str = field(default='imagenet', metadata=_same(_choices('imagenet', 'digits')))
     # imagenet: a directory with train/ and val/ class folders (train/<wnid>/*.JPEG),
     # or, with train_list/val_list, the root the list files' paths are relative to.
-    root: str = ''
-    train_list: str = ''
-    val_list: str = ''
+    root: str = field(default='', metadata=_free())
+    train_list: str = field(default='', metadata=_free())
+    val_list: str = field(default='', metadata=_free())
     # ILSVRC2012 as downloaded: train/ class folders and a flat val/, labelled by
     # this file (relative to root unless absolute): Kaggle's LOC_val_solution.csv,
     # "filename wnid" lines, or the devkit's ground truth (with its meta.mat beside
     # it). See pfn15/data/val_labels.py and docs/data.md.
-    val_labels: str = ''
+    val_labels: str = field(default='', metadata=_free())
     # imagenet: 'files' (folders or list files), 'packed' (data.root made by
     # python -m pfn15.data pack: shards read by offset), or 'auto' (packed if
     # data.root holds a pack's manifest.json).
-    format: str = field(default='auto', metadata=_choices('auto', 'files', 'packed'))
+    format: str = field(default='auto', metadata=_free(_choices('auto', 'files', 'packed')))
     # Use the first `classes` classes (sorted); 0 = all the data has.
-    classes: int = field(default=0, metadata={'min': 0})
-    crop_size: int = field(default=224, metadata={'min': 1})
-    val_resize: int = field(default=256, metadata={'min': 1})
+    classes: int = field(default=0, metadata=_same({'min': 0}))
+    crop_size: int = field(default=224, metadata=_same({'min': 1}))
+    val_resize: int = field(default=256, metadata=_same({'min': 1}))
     # Random-size crop (Goyal et al. / Inception): area fraction and aspect ratio.
-    min_area: float = field(default=0.08, metadata={'min': 0.0, 'max': 1.0})
-    min_aspect: float = field(default=3.0 / 4.0, metadata={'min': 0.0})
-    max_aspect: float = field(default=4.0 / 3.0, metadata={'min': 0.0})
-    mean: List[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])
-    std: List[float] = field(default_factory=lambda: [58.395, 57.12, 57.375])
+    min_area: float = field(default=0.08, metadata=_same({'min': 0.0, 'max': 1.0}))
+    min_aspect: float = field(default=3.0 / 4.0, metadata=_same({'min': 0.0}))
+    max_aspect: float = field(default=4.0 / 3.0, metadata=_same({'min': 0.0}))
+    mean: List[float] = field(default_factory=lambda: [123.675, 116.28, 103.53], metadata=_same())
+    std: List[float] = field(default_factory=lambda: [58.395, 57.12, 57.375], metadata=_same())
     # Decoding processes per rank (MultiprocessIterator); 0 = decode in the main process.
-    loader_workers: int = field(default=4, metadata={'min': 0})
+    loader_workers: int = field(default=4, metadata=_free({'min': 0}))
     # A corrupt or unreadable image: 'skip' (counted in the log) or 'error' (stop).
     # A file that does not exist is never skipped: missing data stops the job (exit 2).
-    bad_images: str = field(default='skip', metadata=_choices('skip', 'error'))
+    bad_images: str = field(default='skip', metadata=_free(_choices('skip', 'error')))
     # More skipped images than this fraction of the training images seen is a data
     # error (exit 2), judged once 10 / max_bad_fraction images or an epoch are seen;
     # 0 = no limit.
-    max_bad_fraction: float = field(default=0.001, metadata={'min': 0.0, 'max': 1.0})
+    max_bad_fraction: float = field(default=0.001, metadata=_free({'min': 0.0, 'max': 1.0}))
     # digits only: fraction held out for validation, and upscaling of the 8x8 images.
-    val_fraction: float = field(default=0.2, metadata={'min': 0.0, 'max': 0.9})
-    image_size: int = field(default=8, metadata={'min': 8})
+    val_fraction: float = field(default=0.2, metadata=_same({'min': 0.0, 'max': 0.9}))
+    image_size: int = field(default=8, metadata=_same({'min': 8}))
 
 
 @dataclass
@@ -98,54 +124,55 @@ class BatchConfig:
     # The global batch (all workers, all microbatches of one update), and the
     # microbatch each worker normalizes BN over. With fewer workers than
     # global / per_worker, each worker accumulates gradients over microbatches.
-    global_: int = field(default=256, metadata={'min': 1, 'name': 'global'})
-    per_worker: int = field(default=32, metadata={'min': 1})
+    global_: int = field(default=256, metadata=_fixed({'min': 1, 'name': 'global'}))
+    per_worker: int = field(default=32, metadata=_same({'min': 1}))
     # Batch-size control (Mikami et al.): [[epoch, global_batch], ...], epochs
     # increasing from 0; from each epoch on, updates use that global batch
     # (more microbatches per worker). Empty: batch.global throughout. The
     # first entry must be [0, batch.global]. The learning rate follows the
     # current batch (lr_per_256 x batch / 256).
-    schedule: List[List[float]] = field(default_factory=list)
+    schedule: List[List[float]] = field(default_factory=list, metadata=_fixed())
 
 
 @dataclass
-class OptimizerConfig:
-    name: str = field(default='rmsprop_warmup',
-                      metadata=_choices('rmsprop_warmup', 'momentum_sgd', 'lars'))
-    momentum: float = field(default=0.9, metadata={'min': 0.0, 'max': 1.0})  # mu1
-    weight_decay: float = field(default=1e-4, metadata={'min': 0.0})
-    # RMSprop warm-up (Akiba et al.): see pfn15/optimizers/rmsprop_warmup.py.
-    lr_rmsprop: float = field(default=3e-4, metadata={'min': 0.0})
-    rmsprop_decay: float = field(default=0.99, metadata={'min': 0.0, 'max': 1.0})  # mu2
-    eps: float = field(default=1e-8, metadata={'min': 0.0})
+class _OptimizerShared:
+    # One of the registered optimizers (pfn15/optimizers/__init__.py); its own
+    # keys are in the section of its name, optimizer.<name>.*.
+    name: str = field(default='rmsprop_warmup', metadata=_same(_choices(*_optimizers.names())))
+    momentum: float = field(default=0.9, metadata=_same({'min': 0.0, 'max': 1.0}))  # mu1
+    weight_decay: float = field(default=1e-4, metadata=_same({'min': 0.0}))
     # Apply weight decay to BN gamma/beta and biases too (Goyal et al. do).
-    decay_bn_and_bias: bool = True
-    label_smoothing: float = field(default=0.0, metadata={'min': 0.0, 'max': 1.0})
-    # LARS (You et al.): local rate = lars_trust x ||w|| / (||g|| + wd x ||w|| + lars_eps),
-    # weight decay inside the rule; see pfn15/optimizers/lars.py.
-    lars_trust: float = field(default=0.001, metadata={'min': 0.0})
-    lars_eps: float = field(default=0.0, metadata={'min': 0.0})
-    # BN gamma/beta and biases: plain momentum SGD (local rate 1) instead of LARS.
-    lars_skip_bn_and_bias: bool = True
+    decay_bn_and_bias: bool = field(default=True, metadata=_same())
+    label_smoothing: float = field(default=0.0, metadata=_same({'min': 0.0, 'max': 1.0}))
+
+
+# optimizer.*: the shared keys above, then one section per registered optimizer
+# (optimizer.rmsprop_warmup.eps, optimizer.lars.trust, ...).
+OptimizerConfig = dataclasses.make_dataclass(
+    'OptimizerConfig',
+    [(e.name, e.section, field(default_factory=e.section)) for e in _optimizers.REGISTRY],
+    bases=(_OptimizerShared,))
+OptimizerConfig.__module__ = __name__
 
 
 @dataclass
 class ScheduleConfig:
     lr: str = field(default='slow_start',
-                    metadata=_choices('slow_start', 'step', 'constant', 'poly'))
+                    metadata=_same(_choices('slow_start', 'step', 'constant', 'poly')))
     # base learning rate = lr_per_256 x global batch / 256 (linear scaling rule).
-    lr_per_256: float = field(default=0.1, metadata={'min': 0.0})
+    lr_per_256: float = field(default=0.1, metadata=_same({'min': 0.0}))
     # slow_start / step: rate = base x factors[i] between boundaries (epochs).
-    boundaries: List[float] = field(default_factory=lambda: [40.0, 70.0, 85.0])
-    factors: List[float] = field(default_factory=lambda: [0.5, 0.075, 0.01, 0.001])
+    boundaries: List[float] = field(default_factory=lambda: [40.0, 70.0, 85.0], metadata=_same())
+    factors: List[float] = field(default_factory=lambda: [0.5, 0.075, 0.01, 0.001],
+                                 metadata=_same())
     # poly: rate = base x (1 - epoch / train.epochs)^power (You et al.: power 2).
-    power: float = field(default=2.0, metadata={'min': 0.0})
+    power: float = field(default=2.0, metadata=_same({'min': 0.0}))
     # Linear warm-up from warmup_start_lr to the scheduled rate (Goyal et al.).
-    warmup_epochs: float = field(default=0.0, metadata={'min': 0.0})
-    warmup_start_lr: float = field(default=0.1, metadata={'min': 0.0})
+    warmup_epochs: float = field(default=0.0, metadata=_same({'min': 0.0}))
+    warmup_start_lr: float = field(default=0.1, metadata=_same({'min': 0.0}))
     # RMSprop -> SGD mixing weight alpha_sgd(epoch): center and period (epochs).
-    alpha_center: float = field(default=10.0)
-    alpha_period: float = field(default=5.0, metadata={'min': 1e-9})
+    alpha_center: float = field(default=10.0, metadata=_same())
+    alpha_period: float = field(default=5.0, metadata=_same({'min': 1e-9}))
 
 
 @dataclass
@@ -153,58 +180,58 @@ class BNConfig:
     # False: the paper's BN without moving averages -- evaluation uses the last
     # training minibatch's statistics, all-reduced over workers. True: classic
     # moving averages (per worker, decay below), for the ablation.
-    moving_average: bool = False
-    decay: float = field(default=0.9, metadata={'min': 0.0, 'max': 1.0})
+    moving_average: bool = field(default=False, metadata=_same())
+    decay: float = field(default=0.9, metadata=_same({'min': 0.0, 'max': 1.0}))
 
 
 @dataclass
 class CommConfig:
     # auto: 'naive' on CPU, 'pure_nccl' on GPU.
-    name: str = field(default='auto', metadata=_choices(
-        'auto', 'naive', 'flat', 'hierarchical', 'two_dimensional', 'single_node', 'pure_nccl'))
+    name: str = field(default='auto', metadata=_free(_choices(
+        'auto', 'naive', 'flat', 'hierarchical', 'two_dimensional', 'single_node', 'pure_nccl')))
     # All-reduce gradients in float16 to halve communication (Akiba et al. [paper]).
-    allreduce_fp16: bool = False
+    allreduce_fp16: bool = field(default=False, metadata=_same())
     # canonical: every sum over the global batch's BN groups (gradients, BN
     # statistics, metrics) in one fixed tree, so any worker count computes the
     # same bits (pfn15/reduction.py, docs/reduction.md); fast: ChainerMN's own
     # all-reduce (its order, hence the last bits, move with the worker count).
-    reduction: str = field(default='canonical', metadata=_choices('canonical', 'fast'))
+    reduction: str = field(default='canonical', metadata=_free(_choices('canonical', 'fast')))
 
 
 @dataclass
 class TrainConfig:
-    epochs: float = field(default=90.0, metadata={'min': 0.0})
-    iterations: int = field(default=0, metadata={'min': 0})          # > 0: stop here instead
-    eval_every: float = field(default=1.0, metadata={'min': 0.0})   # epochs
-    log_every: int = field(default=10, metadata={'min': 1})         # iterations
-    device: str = field(default='cpu', metadata=_choices('cpu', 'gpu'))
-    dtype: str = field(default='float32', metadata=_choices('float32', 'mixed16'))
-    progress_bar: bool = True
+    epochs: float = field(default=90.0, metadata=_same({'min': 0.0}))
+    iterations: int = field(default=0, metadata=_same({'min': 0}))  # > 0: stop here instead
+    eval_every: float = field(default=1.0, metadata=_free({'min': 0.0}))   # epochs
+    log_every: int = field(default=10, metadata=_free({'min': 1}))         # iterations
+    device: str = field(default='cpu', metadata=_free(_choices('cpu', 'gpu')))
+    dtype: str = field(default='float32', metadata=_same(_choices('float32', 'mixed16')))
+    progress_bar: bool = field(default=True, metadata=_free())
     # Stop on a non-finite loss or gradient (the last good checkpoint is kept).
-    check_finite: bool = True
+    check_finite: bool = field(default=True, metadata=_free())
     # CPU: glibc malloc keeps freed activations for the next step instead of
     # returning them to the OS (pfn15/cpu.py; ~20% faster ResNet-50 steps).
-    keep_freed_memory: bool = True
+    keep_freed_memory: bool = field(default=True, metadata=_free())
     # CPU: threads per rank (BLAS's, or with pfn15's CPU functions pfn15's, which
     # split the products, BLAS on one each); 0 = OMP_NUM_THREADS if set, else the
     # node's cores / its ranks (pfn15/cpu.py).
-    cpu_threads: int = field(default=0, metadata={'min': 0})
+    cpu_threads: int = field(default=0, metadata=_free({'min': 0}))
     # GPU: stop (exit 2) instead of warning when cuDNN is off and convolutions
     # would run as im2col + GEMM (pfn15/env.py check_cudnn; `python -m pfn15.env`).
-    require_cudnn: bool = False
+    require_cudnn: bool = field(default=False, metadata=_free())
     # Seconds without progress on any rank (no microbatch, all-reduce, evaluation
     # batch or checkpoint step) before the watchdog names the stuck rank(s) and
     # aborts the job (exit 4). Start-up, the first iterations, the first
     # evaluation and the first checkpoint get up to 3x this, at most 45 s more
     # (so any stall ends the job within stall_timeout + 60 s). Sized for a ResNet-50
     # microbatch or evaluation batch on a slow node, with room to spare.
-    stall_timeout: float = field(default=300.0, metadata={'min': 1.0})
+    stall_timeout: float = field(default=300.0, metadata=_free({'min': 1.0}))
 
 
 @dataclass
 class CheckpointConfig:
-    every: int = field(default=1000, metadata={'min': 0})   # iterations; 0 = only at the end
-    keep: int = field(default=3, metadata={'min': 1})
+    every: int = field(default=1000, metadata=_free({'min': 0}))  # iterations; 0 = only at the end
+    keep: int = field(default=3, metadata=_free({'min': 1}))
 
 
 @dataclass
@@ -213,18 +240,18 @@ class ResumeConfig:
     # any number of workers), else start fresh; 'none': start fresh, and refuse
     # an `out` that already holds checkpoints. `resume: auto` (a plain string)
     # is shorthand for `resume: {mode: auto}`.
-    mode: str = field(default='auto', metadata=_choices('auto', 'none'))
+    mode: str = field(default='auto', metadata=_free(_choices('auto', 'none')))
     # Trajectory-changing keys allowed to differ from the checkpoint's config,
     # e.g. [train.epochs] to train longer; `resume.allow_changed=a,b` on the
     # command line. Others differing stop the run (exit 2, one line naming them).
-    allow_changed: List[str] = field(default_factory=list)
+    allow_changed: List[str] = field(default_factory=list, metadata=_free())
 
 
 @dataclass
 class Config:
-    name: str = 'run'
-    out: str = 'results/run'
-    seed: int = 0
+    name: str = field(default='run', metadata=_free())
+    out: str = field(default='results/run', metadata=_free())
+    seed: int = field(default=0, metadata=_same())
     resume: ResumeConfig = field(default_factory=ResumeConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -429,11 +456,54 @@ def load(path=None, overrides=(), workers=None, check_paths=True):
                 tree = yaml.safe_load(f) or {}
         except yaml.YAMLError as e:
             raise ConfigError('', 'cannot parse %s as YAML: %s' % (path, e))
+    renamed = _move_old_keys(tree)
+    moved = moved_keys()
     for key, value in parse_overrides(overrides):
+        if key in moved:   # an old name on the command line: it wins like any override
+            renamed[moved[key]] = key
+            key = moved[key]
         _set_dotted(tree, key, value)
-    cfg = _build(Config, tree, '')
+    try:
+        cfg = _build(Config, tree, '')
+    except ConfigError as e:   # name the key as the user wrote it
+        if e.key in renamed:
+            raise ConfigError(renamed[e.key], '%s (%s is now %s)'
+                              % (e.detail, renamed[e.key], e.key)) from None
+        raise
+    cfg.resume.allow_changed = [moved.get(k, k) for k in cfg.resume.allow_changed]
     validate(cfg, workers=workers, check_paths=check_paths)
     return cfg
+
+
+def moved_keys():
+    """{old dotted key: its key now}: optimizer keys from before the per-optimizer
+    sections (optimizer.lars_trust -> optimizer.lars.trust), still accepted."""
+    return {'optimizer.%s' % old: 'optimizer.%s.%s' % (e.name, new)
+            for e in _optimizers.REGISTRY for old, new in e.moved.items()}
+
+
+def _move_old_keys(tree):
+    """Move old-style optimizer keys in the raw `tree` to their sections; return
+    {new dotted key: old dotted key} for the ones moved."""
+    section = tree.get('optimizer')
+    renamed = {}
+    if not isinstance(section, dict):
+        return renamed
+    for old, new in moved_keys().items():
+        leaf = old.split('.', 1)[1]
+        if leaf not in section:
+            continue
+        value = section.pop(leaf)
+        name, new_leaf = new.split('.')[1:]
+        target = section.setdefault(name, {})
+        if not isinstance(target, dict):
+            raise ConfigError('optimizer.' + name, 'expected a mapping of keys, got %r' % (target,))
+        if new_leaf in target and target[new_leaf] != value:
+            raise ConfigError(old, 'is the old name of %s, and both are set (%r and %r); '
+                                   'keep %s' % (new, value, target[new_leaf], new))
+        target[new_leaf] = value
+        renamed[new] = old
+    return renamed
 
 
 def dotted_keys(cfg):
@@ -448,6 +518,21 @@ def dotted_keys(cfg):
                 flat[prefix + k] = v
     walk('', cfg.to_dict() if not isinstance(cfg, dict) else cfg)
     return flat
+
+
+def resume_rules(cls=None, prefix=''):
+    """{dotted key: its resume rule (RESUME_RULES), or None if it has none} of
+    every leaf field of the config (sections included)."""
+    rules = {}
+    cls = Config if cls is None else cls
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = prefix + _yaml_name(f)
+        if dataclasses.is_dataclass(hints[f.name]):
+            rules.update(resume_rules(hints[f.name], key + '.'))
+        else:
+            rules[key] = f.metadata.get('resume')
+    return rules
 
 
 # What resume.allow_changed may name besides the config's own keys: the

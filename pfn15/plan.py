@@ -34,10 +34,10 @@ from typing import Optional
 
 from pfn15 import cli
 
-# ImageNet-1k (ILSVRC2012) [RECIPES.md]
+# ImageNet-1k (ILSVRC2012) [docs/recipe.md]
 IMAGENET_TRAIN = 1281167
 IMAGENET_VAL = 50000
-# ResNet-50: 25.6 M parameters in about 160 arrays [RECIPES.md; He et al. 2016].
+# ResNet-50: 25.6 M parameters in about 160 arrays [docs/recipe.md; He et al. 2016].
 RESNET50_PARAMS = 25.6e6
 RESNET50_ARRAYS = 161
 # Forward-only cost of an image relative to a training step (forward + backward):

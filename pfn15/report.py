@@ -69,7 +69,7 @@ def grid(epochs=EPOCHS):
            'schedule.factors=[0.5,0.075,0.01,0.001]',
            'schedule.alpha_center=%g' % _scaled(10, e),
            'schedule.alpha_period=%g' % _scaled(5, e)]
-    lars = ['optimizer.name=lars', 'optimizer.weight_decay=0.0005', 'optimizer.lars_trust=0.001',
+    lars = ['optimizer.name=lars', 'optimizer.weight_decay=0.0005', 'optimizer.lars.trust=0.001',
             'optimizer.decay_bn_and_bias=false', 'schedule.lr=poly', 'schedule.power=2',
             'schedule.lr_per_256=%g' % LARS_LR_PER_256,
             'schedule.warmup_epochs=%g' % max(_scaled(5, e), 1.0),

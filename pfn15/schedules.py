@@ -1,7 +1,7 @@
 """Pure functions of the fractional epoch: learning-rate and mixing schedules.
 
 No Chainer import: these are the recipe's math, tested against hand-computed
-values. `pfn15.training.extensions.ScheduleDriver` evaluates them every
+values. `pfn15.training.recipe.ScheduleDriver` evaluates them every
 iteration at epoch = (samples seen by all workers) / (training set size).
 Batch-size control (a growing global batch) is here too, as pure functions of
 the iteration.

@@ -29,6 +29,7 @@ import os  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+import types  # noqa: E402
 
 os.environ.setdefault('MPLBACKEND', 'Agg')   # PlotReport on nodes without a display
 
@@ -112,7 +113,7 @@ def build(cfg, comm):
     from pfn15 import comm as comm_module
     from pfn15 import data, models, optimizers
     from pfn15.data.iterator import GlobalOrderIterator
-    from pfn15.training import checkpoint, resume
+    from pfn15.training import checkpoint, checks, resume
     from pfn15.training import extensions as X
     from pfn15.training.evaluator import WholeSetEvaluator
     from pfn15.training.updater import AccumulatingUpdater
@@ -192,12 +193,13 @@ def build(cfg, comm):
     checkpointer = checkpoint.Checkpointer(cfg.out, comm, model, resume.identity(cfg, meta),
                                            keep=cfg.checkpoint.keep)
     trainer.extend(checkpoint.CheckpointExtension(checkpointer, cfg.checkpoint.every, stop))
-    # Stop signals, missing files and too many corrupt images: one all-reduce per
-    # iteration tells every rank, so all stop together (before the checkpoint).
-    data_check = (X.DataCheck(cfg.data.max_bad_fraction, meta['train_size'], epochs,
-                              lookahead=2 * cfg.batch.global_)
-                  if cfg.data.dataset == 'imagenet' else None)
-    trainer.extend(X.PreemptionHandler(comm, checkpointer, data_check))
+    # Missing files, too many corrupt images, stop signals: the collective checks
+    # (pfn15/training/checks.py), one all-reduce per iteration, so every rank
+    # stops together (before the checkpoint).
+    collective_checks = checks.build(cfg, types.SimpleNamespace(
+        comm=comm, checkpointer=checkpointer, epochs=epochs, meta=meta))
+    trainer.extend(checks.CollectiveChecks(comm, collective_checks))
+    data_check = next((c for c in collective_checks if isinstance(c, checks.DataCheck)), None)
 
     log_trigger = X.EpochTrigger(1, epochs, stop)
     if cfg.data.dataset == 'imagenet':
@@ -208,7 +210,9 @@ def build(cfg, comm):
         trainer.extend(log_report)
         trainer.extend(E.PrintReport(
             ['epoch', 'iteration', 'main/loss', 'main/accuracy', 'validation/main/loss',
-             'validation/main/accuracy', 'lr', 'alpha_sgd', 'images/s', 'elapsed_time']))
+             'validation/main/accuracy']
+            + list(optimizers.entry(cfg.optimizer.name).columns())
+            + ['images/s', 'elapsed_time']))
         trainer.extend(X.PlotReport(['main/loss', 'validation/main/loss'],
                                     'epoch', filename='loss.png'))
         trainer.extend(X.PlotReport(['main/accuracy', 'validation/main/accuracy'],

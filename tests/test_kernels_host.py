@@ -1,6 +1,6 @@
 """The GPU kernels' own text, compiled for the host (g++), against the NumPy update rules.
 
-The CUDA kernels of RMSpropWarmup and LARS are strings in their modules;
+The CUDA kernels of the registered optimizers (RMSpropWarmup, LARS) are strings in their modules;
 tests/hostcc.py compiles exactly those strings for the CPU. 50 steps with a
 changing learning rate (and alpha_sgd) must agree with update_core_cpu within
 1e-6 relative in float32: the GPU rule and the CPU rule cannot drift apart.
@@ -14,6 +14,7 @@ import pytest
 
 import chainer
 
+from pfn15 import optimizers
 from pfn15.optimizers import lars, rmsprop_warmup
 from pfn15.optimizers import LARS, RMSpropWarmup
 
@@ -133,3 +134,35 @@ def test_gpu_call_passes_arguments_in_the_kernels_order():
     args = lars.UPDATE_KERNEL.args(grad='g', lr=0.1, local=2.0, momentum=0.9,
                                    weight_decay=1e-4, param='p', v='v')
     assert args == ['g', 0.1, 2.0, 0.9, 1e-4, 'p', 'v']
+
+
+# The kernels this file compares against their NumPy rules, by kernel name. A
+# registered optimizer's kernel missing here fails the test below: a new kernel
+# needs its comparison.
+COMPARED = {rmsprop_warmup.KERNEL.name, lars.UPDATE_KERNEL.name, lars.LOCAL_RATE_KERNEL.name}
+
+
+def registered_cases(entries=None):
+    """[(entry name, KernelCase)] of every registered optimizer."""
+    return [(e.name, case) for e in (optimizers.REGISTRY if entries is None else entries)
+            for case in e.kernels()]
+
+
+def test_every_registered_kernel_is_compared_with_its_numpy_rule():
+    names = {case.spec.name for _, case in registered_cases()}
+    assert names, 'no optimizer registers a kernel'
+    assert names <= COMPARED, ('kernels with no host comparison in this file: %s'
+                               % ', '.join(sorted(names - COMPARED)))
+
+
+def compile_for_host(case, workdir):
+    """The case's kernel text compiled with g++ (float32 for T, else its float64)."""
+    types = {'T': F32} if case.typed else {}
+    return HostElementwise(case.spec, types, case.arrays, workdir)
+
+
+@pytest.mark.parametrize('name,case', registered_cases(),
+                         ids=['%s:%s' % (n, c.ids()[0][0]) for n, c in registered_cases()])
+def test_every_registered_kernel_compiles_for_the_host(workdir, name, case):
+    kern = compile_for_host(case, workdir)
+    assert kern.spec.operation in kern.source

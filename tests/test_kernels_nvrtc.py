@@ -1,6 +1,7 @@
 """Every CUDA kernel a GPU run of pfn15 compiles that Chainer does not ship tested, compiled here.
 
-pfn15's RMSpropWarmup and LARS kernels and ChainerMN's batched pack/unpack
+The kernels of every optimizer in pfn15.optimizers.REGISTRY (RMSpropWarmup's
+and LARS's today) and ChainerMN's batched pack/unpack
 and div_by_size kernels, in float32 and float16, for sm_60, sm_70, sm_80 and
 sm_90, with NVRTC from NVIDIA's PyPI wheel (no GPU needed), through CuPy's
 own code generation and compile path (tests/nvrtc_compile.py), on both
@@ -21,8 +22,8 @@ import subprocess
 
 import pytest
 
-from pfn15 import chainermn_patches
-from pfn15.optimizers import lars, rmsprop_warmup
+from pfn15 import chainermn_patches, optimizers
+from pfn15.optimizers import rmsprop_warmup
 
 from conftest import ROOT
 
@@ -47,28 +48,27 @@ def _div_by_size_spec():
     return '', '{} x', 'x *= (1.0/{})', 'div_by_size'
 
 
+def optimizer_kernels(entries=None):
+    """[(id, spec dict)] of every kernel case of every registered optimizer."""
+    out = []
+    for entry in (optimizers.REGISTRY if entries is None else entries):
+        for case in entry.kernels():
+            spec = case.spec
+            for kid, dtype in case.ids():
+                job = dict(kind='elementwise', in_params=spec.in_params,
+                           out_params=spec.out_params, operation=spec.operation,
+                           name=spec.name, preamble=spec.preamble, arrays=list(case.arrays))
+                if case.typed:
+                    job['types'] = {'T': dtype}
+                if case.broadcast:
+                    job['broadcast'] = list(case.broadcast)
+                out.append((kid, job))
+    return out
+
+
 def kernels():
     """The compile job: [(id, spec dict)]; ids say kernel/dtype."""
-    out = []
-    for spec, arrays, broadcast in (
-            (rmsprop_warmup.KERNEL, ['grad', 'param', 'm', 'v'], []),
-            (lars.UPDATE_KERNEL, ['grad', 'param', 'v'], ['local'])):
-        for dtype in DTYPES:
-            out.append(('%s/%s' % (spec.name, dtype), dict(
-                kind='elementwise', in_params=spec.in_params, out_params=spec.out_params,
-                operation=spec.operation, name=spec.name, preamble=spec.preamble,
-                types={'T': dtype}, arrays=arrays, broadcast=broadcast)))
-    for dtype in DTYPES:   # a parameter LARS skips (BN, bias): local rate 1 as a scalar
-        spec = lars.UPDATE_KERNEL
-        out.append(('%s/%s/local-scalar' % (spec.name, dtype), dict(
-            kind='elementwise', in_params=spec.in_params, out_params=spec.out_params,
-            operation=spec.operation, name=spec.name, preamble=spec.preamble,
-            types={'T': dtype}, arrays=['grad', 'param', 'v'])))
-    spec = lars.LOCAL_RATE_KERNEL   # float64 only: no T
-    out.append(('%s/float64' % spec.name, dict(
-        kind='elementwise', in_params=spec.in_params, out_params=spec.out_params,
-        operation=spec.operation, name=spec.name, preamble=spec.preamble,
-        arrays=['local'], broadcast=['w_norm', 'g_norm'])))
+    out = optimizer_kernels()
     in_params, out_fmt, op_fmt, name = _div_by_size_spec()
     for dtype in DTYPES:
         out.append(('chainermn_div_by_size/%s' % dtype, dict(

@@ -8,6 +8,7 @@ import chainer
 
 from pfn15.config import OptimizerConfig
 from pfn15 import optimizers
+from pfn15.optimizers import LARSSection
 from pfn15.optimizers.lars import LARS, local_rate
 
 
@@ -82,8 +83,8 @@ def _reference(params, grads_seq, lrs, mu, wd, trust, eps, lars_on, decay_on):
 def test_matches_numpy_reference_over_several_updates(skip, decay_bn):
     rng = numpy.random.RandomState(0)
     model = _model(rng)
-    cfg = OptimizerConfig(name='lars', momentum=0.9, weight_decay=5e-4, lars_trust=0.02,
-                          lars_eps=1e-9, lars_skip_bn_and_bias=skip,
+    cfg = OptimizerConfig(name='lars', momentum=0.9, weight_decay=5e-4,
+                          lars=LARSSection(trust=0.02, eps=1e-9, skip_bn_and_bias=skip),
                           decay_bn_and_bias=decay_bn)
     opt = optimizers.build(cfg, model, lr=3.0)
     params = {n: p.array.copy() for n, p in model.namedparams()}
@@ -110,12 +111,12 @@ def test_matches_numpy_reference_over_several_updates(skip, decay_bn):
 
 def test_skips_bn_and_bias_where_config_says():
     model = _model(numpy.random.RandomState(1))
-    optimizers.build(OptimizerConfig(name='lars', lars_skip_bn_and_bias=True), model, lr=1.0)
+    optimizers.build(OptimizerConfig(name='lars', lars=LARSSection(skip_bn_and_bias=True)), model, lr=1.0)
     flags = {n: p.update_rule.lars for n, p in model.namedparams()}
     assert flags == {'/conv/W': True, '/conv/b': False, '/bn/gamma': False,
                      '/bn/beta': False, '/zero/W': True}
     model = _model(numpy.random.RandomState(1))
-    optimizers.build(OptimizerConfig(name='lars', lars_skip_bn_and_bias=False), model, lr=1.0)
+    optimizers.build(OptimizerConfig(name='lars', lars=LARSSection(skip_bn_and_bias=False)), model, lr=1.0)
     assert all(p.update_rule.lars for p in model.params())
     # No WeightDecay hook: the decay is inside the LARS rule, applied once.
     assert all(not p.update_rule._hookable._pre_update_hooks for p in model.params())

@@ -1,5 +1,5 @@
 """The record recipes: label smoothing, linear warm-up, polynomial decay, batch-size
-control against hand-computed values; the recipe configs against RECIPES.md."""
+control against hand-computed values; the recipe configs against docs/recipe.md."""
 import glob
 import json
 import math
@@ -179,7 +179,7 @@ def test_lars_and_poly_config_choices():
     cfg = config_module.load(None, ['data.dataset=digits', 'optimizer.name=lars',
                                     'optimizer.lars_trust=0.002', 'schedule.lr=poly',
                                     'schedule.power=1'])
-    assert cfg.optimizer.name == 'lars' and cfg.optimizer.lars_trust == 0.002
+    assert cfg.optimizer.name == 'lars' and cfg.optimizer.lars.trust == 0.002
     assert cfg.schedule.lr == 'poly' and cfg.schedule.power == 1.0
     with pytest.raises(ConfigError) as e:
         config_module.load(None, ['data.dataset=digits', 'optimizer.lars_trust=-1'])
@@ -209,7 +209,7 @@ def test_goyal_8k_against_recipes_md():
 def test_lars_32k_against_recipes_md():
     c = _recipe('lars-32k.yaml', workers=1024)
     assert c.batch.global_ == 32768 and c.optimizer.name == 'lars'
-    assert c.optimizer.lars_trust == 0.001 and c.optimizer.weight_decay == 5e-4
+    assert c.optimizer.lars.trust == 0.001 and c.optimizer.weight_decay == 5e-4
     assert c.schedule.lr == 'poly' and c.schedule.power == 2 and c.schedule.warmup_epochs > 0
 
 

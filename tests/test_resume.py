@@ -39,13 +39,13 @@ def test_differences_name_each_key_and_both_values():
     b = _identity(['seed=3', 'optimizer.eps=1.0e-6', 'train.epochs=20'], fingerprint='e' * 64)
     got = resume.differences(a, b)
     keys = [k for k, _, _ in got]
-    assert keys == ['optimizer.eps', 'seed', 'train.epochs', 'dataset']
+    assert keys == ['optimizer.rmsprop_warmup.eps', 'seed', 'train.epochs', 'dataset']
     line = resume.refusal(got, [], 'out D')
     assert 'seed: 0 (checkpoint) -> 3 (now)' in line
     assert 'train.epochs: 18 (checkpoint) -> 20 (now)' in line
-    assert 'resume.allow_changed=optimizer.eps,seed,train.epochs,dataset' in line
+    assert 'resume.allow_changed=optimizer.rmsprop_warmup.eps,seed,train.epochs,dataset' in line
     assert '\n' not in line
-    assert resume.refusal(got, ['optimizer.eps', 'seed', 'train.epochs', 'dataset'], 'D') is None
+    assert resume.refusal(got, ['optimizer.rmsprop_warmup.eps', 'seed', 'train.epochs', 'dataset'], 'D') is None
     # Some keys no override accepts.
     got = resume.differences(a, _identity(['batch.global=256']))
     line = resume.refusal(got, ['batch.global'], 'out D')
@@ -54,10 +54,25 @@ def test_differences_name_each_key_and_both_values():
 
 def test_a_key_missing_from_an_old_checkpoint_counts_as_its_default():
     a = _identity()
-    del a['config']['optimizer']['lars_eps']
+    del a['config']['optimizer']['lars']['eps']
     assert resume.differences(a, _identity()) == []
-    assert resume.differences(a, _identity(['optimizer.lars_eps=0.5']))[0][0] == \
-        'optimizer.lars_eps'
+    assert resume.differences(a, _identity(['optimizer.lars.eps=0.5']))[0][0] == \
+        'optimizer.lars.eps'
+
+
+def test_a_checkpoint_of_the_flat_optimizer_keys_resumes():
+    """A config saved before the per-optimizer sections (optimizer.eps, lars_trust)
+    compares by today's keys: the same values, no difference."""
+    a = _identity()
+    opt = a['config']['optimizer']
+    rms, lars = opt.pop('rmsprop_warmup'), opt.pop('lars')
+    opt.pop('momentum_sgd', None)
+    opt.update(eps=rms['eps'], lr_rmsprop=rms['lr_rmsprop'], rmsprop_decay=rms['decay'],
+               lars_trust=lars['trust'], lars_eps=lars['eps'],
+               lars_skip_bn_and_bias=lars['skip_bn_and_bias'])
+    assert resume.differences(a, _identity()) == []
+    got = resume.differences(a, _identity(['optimizer.rmsprop_warmup.eps=1.0e-6']))
+    assert [k for k, _, _ in got] == ['optimizer.rmsprop_warmup.eps']
 
 
 # ------------------------------------------------------------ end to end
@@ -183,3 +198,26 @@ def test_resume_section_shorthand_overrides_and_round_trip(tmp_path):
         config.load(DEMO, ['resume.allow_changed=train.epoch'])
     with pytest.raises(config.ConfigError, match='resume.mode'):
         config.load(DEMO, ['resume=sometimes'])
+
+
+def test_every_config_key_has_a_resume_rule():
+    """The rule is in each field's metadata (config.py), so a new key cannot be
+    forgotten: this fails until it says whether it changes the trajectory."""
+    rules = config.resume_rules()
+    assert set(rules) == set(config.dotted_keys(config.Config()))
+    missing = sorted(k for k, r in rules.items() if r not in config.RESUME_RULES)
+    assert not missing, 'config keys without a resume rule: %s' % ', '.join(missing)
+    assert 'train.epochs' not in resume.NOT_TRAJECTORY and 'out' in resume.NOT_TRAJECTORY
+    assert 'batch.global' in resume.CANNOT_CHANGE and 'dataset.train_size' in resume.CANNOT_CHANGE
+    assert rules['optimizer.lars.trust'] == 'same'   # the optimizers' sections too
+
+
+def test_resume_rules_are_read_from_the_metadata():
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Section:
+        a: int = dataclasses.field(default=0, metadata={'resume': 'free'})
+        b: int = 0
+
+    assert config.resume_rules(Section, 'x.') == {'x.a': 'free', 'x.b': None}

@@ -1,4 +1,4 @@
-"""RMSpropWarmup against an independent float64 NumPy reference of the RECIPES.md rule."""
+"""RMSpropWarmup against an independent float64 NumPy reference of the docs/recipe.md rule."""
 import numpy
 import pytest
 
@@ -12,7 +12,7 @@ from pfn15.optimizers import RMSpropWarmup
 
 def reference_steps(theta, grads, lrs, alphas, lr_rms=3e-4, mu1=0.9, mu2=0.99, eps=1e-8,
                     weight_decay=0.0):
-    """The rule exactly as written in RECIPES.md, in float64, alpha_rms divided out."""
+    """The rule exactly as written in docs/recipe.md, in float64, alpha_rms divided out."""
     theta = theta.astype(numpy.float64).copy()
     m = numpy.zeros_like(theta)
     v = numpy.zeros_like(theta)

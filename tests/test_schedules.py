@@ -1,4 +1,4 @@
-"""The recipe's schedules against hand-computed values (RECIPES.md)."""
+"""The recipe's schedules against hand-computed values (docs/recipe.md)."""
 import math
 
 import numpy

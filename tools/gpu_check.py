@@ -5,11 +5,13 @@
 
 Checks (each independent; one failing does not stop the others):
 
-  rmsprop_warmup     pfn15.optimizers.RMSpropWarmup: the fused CuPy kernel
-                     (update_core_gpu) vs the NumPy rule (update_core_cpu), same
-                     initial parameters and the same gradients, 20 updates with
-                     alpha_sgd swept 0 -> 1, float32: max|gpu - cpu| <= rtol * max|cpu|
-                     for every parameter array and both state arrays (m, v).
+  rmsprop_warmup, lars, ...
+                     one per registered optimizer with kernels of its own
+                     (pfn15.optimizers.REGISTRY): its CuPy kernels (update_core_gpu)
+                     vs its NumPy rule (update_core_cpu), same initial parameters and
+                     the same gradients, 20 updates with the scheduled hyperparameters
+                     following their schedules (alpha_sgd 0 -> 1), float32:
+                     max|gpu - cpu| <= rtol * max|cpu| for every parameter and state array.
   bn_allreduce       pfn15.bn.allreduce_statistics on CuPy vs NumPy arrays, over
                      a communicator that simulates 4 ranks in this process (a
                      real one-process MPI all-reduce of device pointers needs a
@@ -117,11 +119,24 @@ def _compare(pairs, rtol):
 
 # ---------------------------------------------------------------- checks
 
-def check_rmsprop_warmup(args):
+def optimizer_checks():
+    """The names of the optimizers whose GPU update is checked: every registered
+    optimizer with kernels of its own (pfn15.optimizers.REGISTRY)."""
+    from pfn15 import optimizers
+    return [e.name for e in optimizers.REGISTRY if e.kernels()]
+
+
+def check_optimizer(args, name):
+    """The optimizer's GPU update (its kernels) vs its CPU rule: same parameters and
+    gradients, `args.updates` updates with the scheduled hyperparameters following
+    their schedules over 15 epochs (alpha_sgd 0 -> 1), float32."""
     import chainer
     import cupy
-    from pfn15.optimizers import RMSpropWarmup
+    from pfn15 import config, optimizers
 
+    entry = optimizers.entry(name)
+    cfg = config.load(None, ['data.dataset=digits', 'optimizer.name=%s' % name,
+                             'optimizer.weight_decay=1.0e-4'], check_paths=False)
     rng = numpy.random.RandomState(0)
     shapes = [(64, 3, 3, 3), (64,), (256, 64), (1000,), (7, 5)]
     init = [rng.randn(*s).astype(numpy.float32) * 0.1 for s in shapes]
@@ -132,29 +147,29 @@ def check_rmsprop_warmup(args):
         model = chainer.ChainList(*[chainer.Link() for _ in shapes])
         for link, a in zip(model, init):
             with link.init_scope():
-                link.p = chainer.Parameter(xp.asarray(a.copy()))
-        opt = RMSpropWarmup(lr=0.1, lr_rmsprop=3e-3, mu1=0.9, mu2=0.99, eps=1e-8)
-        opt.setup(model)
+                link.W = chainer.Parameter(xp.asarray(a.copy()))
+        opt = entry.build(cfg.optimizer, model, lr=0.1)
         for i in range(args.updates):
-            # alpha_sgd swept 0 -> 1 (RMSprop -> momentum SGD), as the schedule does.
-            opt.alpha_sgd = min(1.0, i / max(1, args.updates - 2))
+            epoch = 15.0 * i / max(1, args.updates - 2)
+            for hp, schedule in entry.scheduled.items():
+                setattr(opt, hp, schedule(epoch, cfg))
             for link, g in zip(model, grads[i]):
-                link.p.grad = xp.asarray(g)
+                link.W.grad = xp.array(g)   # a copy: weight decay adds to it in place
             opt.update()
         out = {}
         for j, link in enumerate(model):
-            out['param%d' % j] = link.p.array
-            st = link.p.update_rule.state
-            out['param%d.m' % j], out['param%d.v' % j] = st['m'], st['v']
+            out['param%d' % j] = link.W.array
+            for k, st in sorted(link.W.update_rule.state.items()):
+                out['param%d.%s' % (j, k)] = st
         return out
 
     cpu = run(numpy)
     with cupy.cuda.Device(args.device):
         gpu = run(cupy)
     assert all(isinstance(a, cupy.ndarray) for a in gpu.values()), 'GPU run left the GPU'
-    ok, name, err = _compare([(k, gpu[k], cpu[k]) for k in cpu], args.rtol)
+    ok, worst, err = _compare([(k, gpu[k], cpu[k]) for k in cpu], args.rtol)
     return ok, 'max rel err %.2e (%s) over %d updates, rtol %.0e' % (
-        err, name, args.updates, args.rtol), {'max_rel_err': err, 'worst': name}
+        err, worst, args.updates, args.rtol), {'max_rel_err': err, 'worst': worst}
 
 
 class _SimulatedComm(object):
@@ -405,8 +420,9 @@ def main(argv=None):
     print('  %s' % ', '.join('%s %s' % kv for kv in sorted(report['versions'].items())
                              if kv[0] != 'platform'))
 
-    checks = [
-        ('rmsprop_warmup', lambda: check_rmsprop_warmup(args)),
+    checks = [(name, lambda name=name: check_optimizer(args, name))
+              for name in optimizer_checks()]
+    checks += [
         ('bn_allreduce', lambda: check_bn_allreduce(args)),
         ('accumulating_updater', lambda: check_accumulating_updater(args)),
     ]

@@ -29,7 +29,7 @@ from PIL import Image
 from pfn15.config import DataConfig
 from pfn15.data import imagenet, transforms
 
-# Images/s one GPU consumes in the record runs (RECIPES.md, derived): PFN's
+# Images/s one GPU consumes in the record runs (docs/recipe.md, derived): PFN's
 # 128 k img/s over 1,024 P100, Fujitsu's 1.73 M img/s over 2,048 V100.
 FEED = {'P100 (PFN, 125 img/s)': 125.0, 'V100 (Fujitsu, 845 img/s)': 845.0}
 

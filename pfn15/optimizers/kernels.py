@@ -47,3 +47,25 @@ class Elementwise(collections.namedtuple(
         """The kernel's arguments in its parameter order (CuPy takes them positionally)."""
         return [values[p.split()[-1]] for p in
                 (self.in_params + ',' + self.out_params).split(',')]
+
+
+class KernelCase(collections.namedtuple('KernelCase', 'spec arrays broadcast dtypes variant')):
+    """One way a GPU run launches `spec` (an Elementwise): which arguments are arrays
+    (the others are scalars), which of those are 0-d (broadcast), for which
+    parameter dtypes (T), and a `variant` label when one kernel is launched two
+    ways. The kernel tests compile every case of every registered optimizer."""
+
+    def __new__(cls, spec, arrays, broadcast=(), dtypes=('float32', 'float16'), variant=''):
+        return super(KernelCase, cls).__new__(cls, spec, tuple(arrays), tuple(broadcast),
+                                              tuple(dtypes), variant)
+
+    @property
+    def typed(self):
+        """Whether the kernel has the type parameter T (else it is float64 only)."""
+        return any(p.split()[0] == 'T' for p in
+                   (self.spec.in_params + ',' + self.spec.out_params).split(','))
+
+    def ids(self):
+        """[(id, dtype)]: 'name/dtype' or 'name/dtype/variant'."""
+        return [('/'.join([self.spec.name, d] + ([self.variant] if self.variant else [])), d)
+                for d in self.dtypes]

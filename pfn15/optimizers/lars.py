@@ -65,6 +65,34 @@ UPDATE_KERNEL = kernels.Elementwise(
     kernels.PREAMBLE)
 
 
+# A parameter LARS skips (BN, bias) gets its local rate 1 as a scalar.
+KERNELS = (
+    kernels.KernelCase(UPDATE_KERNEL, arrays=('grad', 'param', 'v'), broadcast=('local',)),
+    kernels.KernelCase(UPDATE_KERNEL, arrays=('grad', 'param', 'v'), variant='local-scalar'),
+    kernels.KernelCase(LOCAL_RATE_KERNEL, arrays=('local',), broadcast=('w_norm', 'g_norm'),
+                       dtypes=('float64',)),
+)
+
+
+def build(opt_cfg, section, model, lr):
+    """LARS from `optimizer.*` and `optimizer.lars.*`, set up on `model`.
+
+    Its weight decay is part of the rule (it enters the local rate), set per
+    parameter; BN/bias parameters get local rate 1 where
+    optimizer.lars.skip_bn_and_bias says so.
+    """
+    from pfn15 import optimizers
+    opt = LARS(lr=lr, momentum=opt_cfg.momentum, weight_decay=opt_cfg.weight_decay,
+               trust=section.trust, eps=section.eps)
+    opt.setup(model)
+    for name, param in model.namedparams():
+        if optimizers.is_bn_or_bias(name):
+            param.update_rule.lars = not section.skip_bn_and_bias
+            if not opt_cfg.decay_bn_and_bias:
+                param.update_rule.hyperparam.weight_decay = 0.0
+    return opt
+
+
 _default_hyperparam = optimizer.Hyperparameter()
 _default_hyperparam.lr = 0.1
 _default_hyperparam.momentum = 0.9

@@ -47,6 +47,20 @@ KERNEL = kernels.Elementwise(
     kernels.PREAMBLE)
 
 
+KERNELS = (kernels.KernelCase(KERNEL, arrays=('grad', 'param', 'm', 'v')),)
+
+
+def build(opt_cfg, section, model, lr):
+    """RMSpropWarmup from `optimizer.*` and `optimizer.rmsprop_warmup.*`, set up on
+    `model`, weight decay as a hook (pfn15.optimizers.add_weight_decay)."""
+    from pfn15 import optimizers
+    opt = RMSpropWarmup(lr=lr, lr_rmsprop=section.lr_rmsprop, mu1=opt_cfg.momentum,
+                        mu2=section.decay, eps=section.eps)
+    opt.setup(model)
+    optimizers.add_weight_decay(opt, opt_cfg, model)
+    return opt
+
+
 def kernel_scalars(hp):
     """KERNEL's scalar arguments from the hyperparameters.
 

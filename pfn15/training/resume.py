@@ -16,7 +16,8 @@ OUT/checkpoints and decides; every rank hears the verdict:
   trajectory-changing keys differ from this one, or on other data: refuse
   (exit 2) with one line naming each key and both values, and the
   `resume.allow_changed=...` that would accept the changes that can be
-  accepted. Keys in `NOT_TRAJECTORY` never block.
+  accepted. Keys whose rule (config.py, each field's metadata) is 'free'
+  never block; 'fixed' ones no override accepts.
 * the run is already finished (the checkpoint's iteration reaches this
   config's last iteration) and its summary.json exists: say so (exit 0) and
   leave everything alone.
@@ -32,30 +33,15 @@ from pfn15 import config as config_module
 from pfn15 import errors
 from pfn15.training import checkpoint
 
-# Config keys (or prefixes ending in '.') that do not change what the run
-# computes: where it writes, how it reports, how fast it decodes or talks,
-# and when it checkpoints. They may differ freely between a run and its resume.
-# (The eval period changes which log rows exist, not the weights.)
-NOT_TRAJECTORY = (
-    'name', 'out', 'resume.', 'checkpoint.',
-    'train.progress_bar', 'train.log_every', 'train.eval_every', 'train.check_finite',
-    'train.cpu_threads', 'train.keep_freed_memory', 'train.device',
-    'data.loader_workers', 'data.bad_images',
-    # The listing is compared by its fingerprint, not by where it lives.
-    'data.root', 'data.train_list', 'data.val_list', 'data.val_labels', 'data.format',
-    'comm.name',
-    # The same math in another order: only the last bits move (docs/reduction.md).
-    'comm.reduction',
-    # How failures are caught and reported, not what is computed.
-    'train.stall_timeout', 'train.require_cudnn', 'data.max_bad_fraction',
-    # Which CPU functions compute the same math (pfn15's or Chainer's).
-    'model.cpu_functions',
-)
-
-# Trajectory keys no override can accept: the checkpoint's iteration count
-# means samples under its batch plan, and its arrays have its model's shapes.
-CANNOT_CHANGE = ('batch.global', 'batch.schedule', 'model.arch', 'model.blocks_per_stage',
-                 'model.width', 'dataset.classes', 'dataset.train_size')
+# Each config key's rule lives in its field's metadata (pfn15/config.py): 'free'
+# keys never block, 'same' keys block unless resume.allow_changed names them,
+# 'fixed' keys cannot change within a run.
+_RULES = config_module.resume_rules()
+NOT_TRAJECTORY = tuple(sorted(k for k, r in _RULES.items() if r == 'free'))
+# The data's own: its class count gives the arrays' shapes, its size what an
+# iteration's samples mean.
+DATASET_FIXED = ('dataset.classes', 'dataset.train_size')
+CANNOT_CHANGE = tuple(sorted(k for k, r in _RULES.items() if r == 'fixed')) + DATASET_FIXED
 
 
 class Refused(errors.UserError):
@@ -64,10 +50,6 @@ class Refused(errors.UserError):
 
 class Finished(errors.Stop):
     """The run in `out` is complete: exit 0 with this one line."""
-
-
-def _matches(key, patterns):
-    return any(key == p or (p.endswith('.') and key.startswith(p)) for p in patterns)
 
 
 def dataset_identity(meta):
@@ -87,11 +69,12 @@ def differences(saved, current):
     current default, so adding a config key does not orphan old checkpoints.
     """
     defaults = config_module.dotted_keys(config_module.Config())
-    old = config_module.dotted_keys(saved['config'])
+    moved = config_module.moved_keys()   # a checkpoint of older pfn15's key names
+    old = {moved.get(k, k): v for k, v in config_module.dotted_keys(saved['config']).items()}
     new = config_module.dotted_keys(current['config'])
     out = []
     for key in sorted(set(old) | set(new)):
-        if _matches(key, NOT_TRAJECTORY):
+        if _RULES.get(key) == 'free':   # a key gone from the config still compares
             continue
         a = old.get(key, defaults.get(key))
         b = new.get(key, defaults.get(key))

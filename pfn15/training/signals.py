@@ -8,7 +8,7 @@ default handler that kills the rank.
 * SIGTERM / SIGUSR1 (preemption, the SLURM time-limit warning) and a first
   SIGINT (Ctrl-C; mpiexec forwards it to every rank) only set a flag: the
   trainer stops at the end of the iteration with a checkpoint
-  (`PreemptionHandler`), or, before the first iteration, start-up stops
+  (`checks.StopSignal`), or, before the first iteration, start-up stops
   with exit 0.
 * A second SIGINT stops at once: one line from rank 0, exit 130
   (errors.INTERRUPTED), no traceback.

@@ -15,12 +15,9 @@ same points (an errors.Stop on every rank), so a job script still requeues it.
 import os
 
 from pfn15 import config as config_module
-from pfn15 import errors
+from pfn15 import errors, optimizers
 from pfn15.training import signals
 
-# Optimizer state arrays per parameter, for the checkpoint-size estimate (the
-# states are created at the first update, after start-up has to decide).
-_STATE_SLOTS = {'momentum_sgd': 1, 'rmsprop_warmup': 2, 'lars': 1}
 
 
 def _ranks(numbers):
@@ -163,7 +160,9 @@ def checkpoint_bytes(model, optimizer_name):
         for name in link._persistent:
             value = getattr(link, name)
             persistents += getattr(value, 'nbytes', 8)
-    slots = _STATE_SLOTS.get(optimizer_name, 2)
+    # The optimizer's state arrays are created at the first update, after
+    # start-up has to decide: its registry entry says how many per parameter.
+    slots = optimizers.entry(optimizer_name).state_slots
     return int(params * (1 + slots) + persistents + 64 * 1024)
 
 
