@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 
-from pfn15 import cli
+from pfn15 import cli, errors
 
 os.environ.setdefault('MPLBACKEND', 'Agg')
 
@@ -554,8 +554,7 @@ def main(argv=None):
         try:
             r = run_data(args)
         except ValueError as e:   # no images, or none that decodes: one line
-            print('pfn15.bench data: error: %s' % e, file=sys.stderr)
-            return 2
+            raise errors.UserError('data: %s' % e)
         print_data(r)
     else:
         r = run_allreduce(args)

@@ -32,7 +32,7 @@ import sys
 from dataclasses import dataclass
 from typing import Optional
 
-from pfn15 import cli
+from pfn15 import cli, errors
 
 # ImageNet-1k (ILSVRC2012) [docs/recipe.md]
 IMAGENET_TRAIN = 1281167
@@ -628,9 +628,8 @@ def main(argv=None):
         else:
             workers = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
         if s.global_batch % s.batch_per_worker:
-            print('pfn15.plan: global batch %d is not a multiple of %d per worker'
-                  % (s.global_batch, s.batch_per_worker), file=sys.stderr)
-            return 2
+            raise errors.UserError('global batch %d is not a multiple of %d per worker'
+                                   % (s.global_batch, s.batch_per_worker))
         rows = plan(s, workers)
         print(describe(s))
         print(format_table(rows))

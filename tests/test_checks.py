@@ -76,7 +76,7 @@ def test_data_check_judges_the_bad_fraction_once_enough_is_seen():
     assert check.too_many_bad(50, 9) is None
     assert check.too_many_bad(10, 20) is None            # 10 of 2,000: 0.5%
     line = check.too_many_bad(21, 20)                     # 21 of 2,000: above 1%
-    assert '21 corrupt images were skipped out of about 2000' in line
+    assert '21 times a corrupt image was replaced by the mean image, out of about 2000' in line
     assert checks.DataCheck(0.0, 10000, epochs).too_many_bad(10 ** 6, 50) is None
     # the images decoded ahead of training count as seen
     assert checks.DataCheck(0.01, 10000, epochs, lookahead=200).too_many_bad(21, 20) is None

@@ -129,17 +129,24 @@ def test_nothing_refers_to_a_file_outside_the_repository():
 
 
 def _code_exit_statuses():
-    """The exit statuses pfn15/ uses: named EXIT_* constants and literal stops.
-    (Once one module holds the table of exit codes, read that instead.)"""
-    found = {0}   # finished / preempted
-    pattern = re.compile(r'EXIT_\w+ = (\d+)|fail\([^,()]+, (\d+)|Abort\((\d+)\)|sys\.exit\((\d+)\)')
+    """The exit statuses of pfn15/errors.py's table, the one place they live."""
+    from pfn15 import errors
+    return {status for status, _ in errors.EXIT_CODES}
+
+
+def test_no_exit_status_is_written_outside_errors_py():
+    """Every stop takes its status from pfn15/errors.py: no literal status elsewhere."""
+    pattern = re.compile(r'EXIT_\w+ = \d+|fail\([^,()]+, \d+|Abort\(\d+\)|sys\.exit\(\d+\)'
+                         r'|^\s+status = \d+$|return [2-5]  *#|^\s+return 130$', re.M)
+    bad = []
     for dirpath, _, names in os.walk(os.path.join(ROOT, 'pfn15')):
         for n in names:
-            if n.endswith('.py'):
-                with open(os.path.join(dirpath, n)) as f:
-                    for m in pattern.finditer(f.read()):
-                        found.add(int(next(g for g in m.groups() if g)))
-    return found
+            path = os.path.join(dirpath, n)
+            if n.endswith('.py') and path != os.path.join(ROOT, 'pfn15', 'errors.py'):
+                with open(path) as f:
+                    bad += ['%s: %s' % (os.path.relpath(path, ROOT), m.group(0).strip())
+                            for m in pattern.finditer(f.read())]
+    assert not bad, bad
 
 
 def test_readme_lists_the_exit_statuses_the_code_uses():

@@ -15,7 +15,7 @@ import shutil
 import sys
 import time
 
-from pfn15 import cli
+from pfn15 import cli, errors
 from pfn15.data import synthetic
 
 
@@ -83,8 +83,7 @@ def main(argv=None):
         parser.error('--seed must be in 0..2**32-1')
     error = _prepare(args.out_dir, args.overwrite)
     if error:
-        print('pfn15.data synth: error: %s' % error, file=sys.stderr)
-        return 2
+        raise errors.UserError('synth: %s' % error)
 
     start = time.time()
     synthetic.write_tree(args.out_dir, args.classes, args.train, args.val, args.size,
@@ -111,8 +110,7 @@ def _pack(parser, args):
         m = packed.pack(cfg, args.out, shard_mb=args.shard_mb, workers=args.workers,
                         max_side=args.max_side, quality=args.quality)
     except DataError as e:
-        print('pfn15.data pack: error: %s' % e, file=sys.stderr)
-        return 2
+        raise errors.UserError('pack: %s' % e)
     print('packed %d train + %d val images (%d classes, %.1f MB in %d shards) into %s in %.1f s'
           % (m['counts']['train'], m['counts']['val'], len(m['classes']), m['bytes'] / 1e6,
              sum(len(v) for v in m['shards'].values()), args.out, time.time() - start))
@@ -128,10 +126,12 @@ def _verify(args):
         m = packed.read_manifest(args.out)
     except DataError as e:
         problems = [str(e)]
+    if len(problems) == 1:
+        raise errors.UserError('verify: %s' % problems[0])
     for p in problems:
-        print('pfn15.data verify: error: %s' % p, file=sys.stderr)
+        print('pfn15.data verify: %s' % p, file=sys.stderr)
     if problems:
-        return 2
+        raise errors.UserError('verify: %s has %d problems (above)' % (args.out, len(problems)))
     print('%s: sound: %d train + %d val samples in %d shards, every checksum right (%.1f s)'
           % (args.out, m['counts']['train'], m['counts']['val'],
              sum(len(v) for v in m['shards'].values()), time.time() - start))

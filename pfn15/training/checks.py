@@ -31,7 +31,7 @@ from pfn15.data import DataError
 class CheckFailed(errors.Error):
     """A check's verdict, reached on every rank at once: exit `status`, one line."""
 
-    status = 1
+    status = errors.Error.status
     collective = True
 
 
@@ -158,7 +158,8 @@ class DataCheck(Check):
     def judge(self, totals, at):
         from pfn15.data import health
         from pfn15.training import startup
-        if totals[1] > self._reported_count:   # the same on every rank: a collective is safe
+        if totals[1] > self._reported_count and at.comm is not None:
+            # The same sums on every rank, so this collective runs on all of them.
             self._reported_count = totals[1]
             self.reporter.report(at.comm.mpi_comm)
         if totals[0] > 0:   # every rank knows; each says what it met
@@ -174,7 +175,7 @@ class DataCheck(Check):
 class DataCheckFailed(CheckFailed, DataError):
     """Bad data, found by DataCheck on every rank at once (exit 2)."""
 
-    status = 2
+    status = errors.USER_ERROR
 
 
 class Preempted(CheckFailed):

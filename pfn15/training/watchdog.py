@@ -17,7 +17,7 @@ check and PyTorch's NCCL watchdog do:
   iterations, the first evaluation and the first checkpoint; at most 60 s
   once a stop signal is pending), rank 0 prints one line naming the ranks that stopped answering
   (or, if all answer, those behind the others) with their hosts, and where
-  the others wait, and calls MPI_Abort(4): the launcher ends every rank, the
+  the others wait, and calls MPI_Abort with errors.STALLED: the launcher ends every rank, the
   stopped ones included;
 * if rank 0 itself goes silent, rank 1 (failing it, rank 2, ...) says so.
 
