@@ -106,14 +106,30 @@ class Decoder:
         x0, y0, x1, y1 = transforms.center_crop_box(width, height, t.crop_size, t.val_resize)
         return (numpy.array([y0, x0], numpy.float32), numpy.array([y1, x1], numpy.float32), 0)
 
-    def _run(self, feeds):
-        """Decode `feeds` ([(bytes array, start, end, flip)], at most batch_size): arrays."""
+    def feeds(self, examples):
+        """(bytes array, start, end, flip) of good (path, key) pairs (the benchmark's)."""
+        out = []
+        for source, key in examples:
+            data = read_bytes(source)
+            w, h = header_size(data)
+            rng = transforms.sample_random_state(self.transform.seed, *key)
+            out.append((numpy.frombuffer(data, numpy.uint8),) + self.window(w, h, rng))
+        return out
+
+    def run_batch(self, feeds):
+        """DALI's output batch (a TensorList, CPU or GPU) of `feeds`, at most batch_size
+        [(bytes array, start, end, flip)]."""
         p = self.pipe
         p.feed_input('data', [f[0] for f in feeds])
         p.feed_input('start', [f[1] for f in feeds])
         p.feed_input('end', [f[2] for f in feeds])
         p.feed_input('flip', [numpy.int32(f[3]) for f in feeds])
         out, = p.run()
+        return out
+
+    def _run(self, feeds):
+        """Decode `feeds` ([(bytes array, start, end, flip)], at most batch_size): arrays."""
+        out = self.run_batch(feeds)
         if self.device_id is None:
             return [numpy.array(out.at(i)) for i in range(len(feeds))]
         import cupy

@@ -49,6 +49,9 @@ NOT_TRAJECTORY = (
     # Which CPU functions compute the same math (pfn15's or Chainer's).
     'model.cpu_functions',
 )
+# data.decoder is a trajectory key on purpose: DALI and PIL decode the same
+# windows to slightly different pixels (tests/test_dali.py states the bound), so
+# switching decoders on resume is refused unless data.decoder=... is given.
 
 # Trajectory keys no override can accept: the checkpoint's iteration count
 # means samples under its batch plan, and its arrays have its model's shapes.
