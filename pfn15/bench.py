@@ -325,7 +325,7 @@ def print_data(r):
         print('  %-40s %10.1f img/s' % ('ours on packed shards (PIL on packed)',
                                        r['ours_packed_img_per_s']))
     for key, what in (('dali_cpu_img_per_s', 'DALI CPU-only (1 thread)'),
-                      ('dali_cpu_node_img_per_s', 'DALI CPU-only (%d threads)' % r['workers']),
+                      ('dali_cpu_node_img_per_s', 'DALI CPU-only (%d threads, all)' % r['workers']),
                       ('dali_mixed_img_per_s', 'DALI mixed (nvJPEG, GPU 0)')):
         if r.get(key):
             print('  %-40s %10.1f img/s' % (what, r[key]))
@@ -344,6 +344,7 @@ def print_data(r):
         'kind', 'root', 'workers', 'images', 'ours_img_per_s', 'baseline_img_per_s', 'ratio',
         'ours_packed_img_per_s', 'cores_needed', 'gpu_decoders_needed', 'dali_cpu_img_per_s',
         'dali_cpu_node_img_per_s', 'dali_mixed_img_per_s', 'dali_cpu_not_run',
+        'dali_cpu_per_core_img_per_s',
         'dali_mixed_not_run')}
     for k, v in sorted(extra.items()):
         print('  %s: %s' % (k, v))

@@ -200,6 +200,7 @@ def test_bench_data_reports_dali_and_the_cores_each_gpu_needs(tree):
     assert r['dali_cpu_img_per_s'] > 0 and r['dali_cpu_not_run'] is None
     assert set(r['cores_needed']) == set(bench.FEED) and len(bench.FEED) == 4
     for gpu, need in r['cores_needed'].items():
+        assert r['dali_cpu_per_core_img_per_s'] == r['dali_cpu_img_per_s']   # 1 worker
         assert need['DALI CPU'] == -(-bench.FEED[gpu] // r['dali_cpu_img_per_s'])
         assert need['PIL on folders'] >= 1 and need['PIL on packed'] >= 1
     if not bench.gpu_present():

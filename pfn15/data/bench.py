@@ -228,6 +228,9 @@ def run(root, workers=1, images=200, crop_size=224, seed=0, repeats=3, feed=None
         with Image.open(p) as im:
             sizes.append(im.size)
     ours = rate['ours']
+    # Per core as the PIL rows are: with `workers` processes decoding at once,
+    # DALI's `workers`-thread rate per thread (its 1-thread rate ran alone).
+    dali_core = dali_node / workers if dali_node else dali_cpu
     return {
         'root': root, 'images': len(files), 'repeats': repeats, 'workers': workers,
         'bad_files': sorted(bad),
@@ -248,6 +251,7 @@ def run(root, workers=1, images=200, crop_size=224, seed=0, repeats=3, feed=None
         # mixed (nvJPEG) on GPU 0 where one is present.
         'dali_cpu_img_per_s': dali_cpu,
         'dali_cpu_node_img_per_s': dali_node,
+        'dali_cpu_per_core_img_per_s': dali_core,
         'dali_cpu_not_run': dali_why,
         'dali_mixed_img_per_s': dali_gpu,
         'dali_mixed_not_run': gpu_why,
@@ -256,7 +260,7 @@ def run(root, workers=1, images=200, crop_size=224, seed=0, repeats=3, feed=None
         'cores_needed': {name: {path: (int(math.ceil(r / v)) if v else None)
                                 for path, v in (('PIL on folders', ours),
                                                 ('PIL on packed', rate['ours_packed']),
-                                                ('DALI CPU', dali_cpu))}
+                                                ('DALI CPU', dali_core))}
                          for name, r in (feed or FEED).items()},
         'gpu_decoders_needed': {name: (round(r / dali_gpu, 3) if dali_gpu else None)
                                 for name, r in (feed or FEED).items()},
