@@ -220,3 +220,13 @@ def test_resuming_on_the_other_decoder_is_a_trajectory_change():
     assert [d[0] for d in diffs] == ['data.decoder']
     assert resume.refusal(diffs, (), 'out') is not None
     assert resume.refusal(diffs, ('data.decoder',), 'out') is None
+
+
+def test_the_dali_decoder_on_digits_is_a_config_error():
+    from pfn15 import config as config_module
+    with pytest.raises(config_module.ConfigError) as e:
+        config_module.load('configs/demo.yaml', ['data.decoder=dali'], check_paths=False)
+    assert 'data.decoder' in str(e.value) and 'digits' in str(e.value)
+    with pytest.raises(config_module.ConfigError) as e:
+        config_module.load('configs/demo.yaml', ['data.decoder=nvjpeg'], check_paths=False)
+    assert 'data.decoder' in str(e.value)
