@@ -11,8 +11,9 @@ same crop boxes and flips (both sides draw from RandomStates seeded alike):
 
 then the DALI decoder (pfn15.data.dali) on the same files: its CPU-only
 mode on one thread (per core) and on `workers` threads, and device='mixed'
-(nvJPEG) where a GPU is present; and two ablations that say which part pays: ours without scaled decoding,
-and the baseline with our fused normalization; and ours on the same bytes
+(nvJPEG) where a GPU is present; and two ablations that say which part
+pays: ours without scaled decoding, and the baseline with our fused
+normalization; and ours on the same bytes
 packed into one shard and read by offset (pfn15.data.packed, "PIL on
 packed"). Calls interleave image by image, the order rotating so each variant goes first equally often (the
 first call on a file finds colder caches), so a noisy machine slows all
