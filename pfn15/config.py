@@ -105,7 +105,13 @@ class DataConfig:
     max_aspect: float = field(default=4.0 / 3.0, metadata=_same({'min': 0.0}))
     mean: List[float] = field(default_factory=lambda: [123.675, 116.28, 103.53], metadata=_same())
     std: List[float] = field(default_factory=lambda: [58.395, 57.12, 57.375], metadata=_same())
-    # Decoding processes per rank (MultiprocessIterator); 0 = decode in the main process.
+    # Who decodes: 'pil' (decoding processes, scaled JPEG decode) or 'dali' (NVIDIA
+    # DALI: nvJPEG on the GPU with train.device=gpu, its CPU-only mode otherwise),
+    # fed the same samples, crop windows and flips; see pfn15/data/dali.py. A
+    # trajectory key: the two decode the same windows to slightly different pixels.
+    decoder: str = field(default='pil', metadata=_same(_choices('pil', 'dali')))
+    # Decoding processes per rank (MultiprocessIterator; with data.decoder=dali,
+    # DALI's threads, at least 1); 0 = decode in the main process.
     loader_workers: int = field(default=4, metadata=_free({'min': 0}))
     # A corrupt or unreadable image: 'skip' (counted in the log) or 'error' (stop).
     # A file that does not exist is never skipped: missing data stops the job (exit 2).
@@ -573,6 +579,15 @@ def validate(cfg, workers=None, check_paths=True):
         raise ConfigError('data.min_aspect', 'must be <= data.max_aspect')
     if cfg.train.dtype == 'mixed16' and cfg.train.device != 'gpu':
         raise ConfigError('train.dtype', 'mixed16 needs train.device=gpu')
+    if d.decoder == 'dali':
+        if d.dataset != 'imagenet':
+            raise ConfigError('data.decoder', 'dali decodes JPEGs; data.dataset=%s has none '
+                              '(use data.decoder=pil)' % d.dataset)
+        import importlib.util
+        if importlib.util.find_spec('nvidia') is None or \
+                importlib.util.find_spec('nvidia.dali') is None:
+            raise ConfigError('data.decoder', 'dali needs NVIDIA DALI, not installed here: '
+                              "pip install -e '.[dali]' (CUDA 12) or '.[dali-cuda13]'")
     if d.dataset == 'imagenet' and check_paths:
         if not d.root:
             raise ConfigError('data.root', 'is empty; point it at the ImageNet directory '

@@ -137,7 +137,12 @@ def build(cfg, comm):
     # Data: rank 0 lists and broadcasts; every rank holds the whole training
     # index (the global order may give it any sample) and its share of validation.
     train, val, meta = data.build(cfg, comm)
-    if cfg.data.loader_workers > 0 and cfg.data.dataset == 'imagenet':
+    decoders = (None, None)
+    if cfg.data.decoder == 'dali':
+        from pfn15.data import dali
+        decoders = data.dali_decoders(cfg, device if device >= 0 else None)
+        val_iter = dali.Batches(val, decoders[1], cfg.batch.per_worker)
+    elif cfg.data.loader_workers > 0 and cfg.data.dataset == 'imagenet':
         val_iter = chainer.iterators.MultiprocessIterator(
             val, cfg.batch.per_worker, repeat=False, shuffle=False,
             n_processes=cfg.data.loader_workers)
@@ -167,7 +172,8 @@ def build(cfg, comm):
     train_iter = GlobalOrderIterator(
         train, cfg.seed, epochs, comm.size, comm.rank, cfg.batch.per_worker, stop.iterations,
         transform=data.train_transform(cfg),
-        loader_workers=cfg.data.loader_workers if cfg.data.dataset == 'imagenet' else 0)
+        loader_workers=cfg.data.loader_workers if cfg.data.dataset == 'imagenet' else 0,
+        decoder=decoders[0])
     microbatches = cfg.microbatches(comm.size)
     updater = AccumulatingUpdater(train_iter, optimizer, microbatches, device=device, comm=comm,
                                   global_epochs=epochs,
@@ -294,7 +300,8 @@ def train(argv):
     # Every start-up check gives a verdict instead of exiting, so no rank leaves
     # the others waiting: the verdicts meet in startup.agree (exit 2, one line).
     cfg, error = startup.load_config(args)
-    if cfg is not None and cfg.data.dataset == 'imagenet' and cfg.data.loader_workers > 0:
+    if (cfg is not None and cfg.data.dataset == 'imagenet' and cfg.data.loader_workers > 0
+            and cfg.data.decoder == 'pil'):   # DALI decodes in threads
         use_forkserver()   # before MPI starts
     # Not imported at the top: the forkserver imports this module, and must
     # not initialize MPI.

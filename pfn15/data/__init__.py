@@ -52,7 +52,8 @@ def build(cfg, comm):
     lo, hi = order.validation_share(len(val), comm.size, comm.rank, cfg.batch.per_worker)
     from chainer.datasets import SubDataset, TransformDataset
     val = SubDataset(val, lo, hi)
-    if cfg.data.dataset != 'digits':   # digits are arrays, normalized at load
+    if cfg.data.dataset != 'digits' and cfg.data.decoder != 'dali':
+        # digits are arrays, normalized at load; DALI decodes validation batches itself
         from pfn15.data import transforms
         t = transforms.val_transform(cfg.data)
         t.warn = False   # the trainer names bad files once, from rank 0 (health.Reporter)
@@ -68,6 +69,18 @@ def train_transform(cfg):
     t = transforms.train_transform(cfg.data, seed=cfg.seed)
     t.warn = False   # the trainer names bad files once, from rank 0 (health.Reporter)
     return t
+
+
+def dali_decoders(cfg, device_id=None):
+    """(train decoder, val decoder) for data.decoder=dali (pfn15.data.dali): DALI on
+    GPU `device_id` (nvJPEG), or in its CPU-only mode with None."""
+    from pfn15.data import dali, transforms
+    threads = max(1, cfg.data.loader_workers)
+    decoders = []
+    for t, train in ((train_transform(cfg), True), (transforms.val_transform(cfg.data), False)):
+        t.warn = False   # the trainer names bad files once, from rank 0 (health.Reporter)
+        decoders.append(dali.Decoder(t, cfg.batch.per_worker, threads, device_id, train))
+    return tuple(decoders)
 
 
 # ---------------------------------------------------------------- rank 0

@@ -9,8 +9,11 @@ same crop boxes and flips (both sides draw from RandomStates seeded alike):
   `.resize(...)`, flip, then `(float32(x) - mean) / std` and a transpose --
   the textbook pipeline, same output shape, dtype and normalization;
 
-and two ablations that say which part pays: ours without scaled decoding,
-and the baseline with our fused normalization; and ours on the same bytes
+then the DALI decoder (pfn15.data.dali) on the same files: its CPU-only
+mode on one thread (per core) and on `workers` threads, and device='mixed'
+(nvJPEG) where a GPU is present; and two ablations that say which part
+pays: ours without scaled decoding, and the baseline with our fused
+normalization; and ours on the same bytes
 packed into one shard and read by offset (pfn15.data.packed, "PIL on
 packed"). Calls interleave image by image, the order rotating so each variant goes first equally often (the
 first call on a file finds colder caches), so a noisy machine slows all
@@ -29,9 +32,12 @@ from PIL import Image
 from pfn15.config import DataConfig
 from pfn15.data import imagenet, transforms
 
-# Images/s one GPU consumes in the record runs (docs/recipe.md, derived): PFN's
-# 128 k img/s over 1,024 P100, Fujitsu's 1.73 M img/s over 2,048 V100.
-FEED = {'P100 (PFN, 125 img/s)': 125.0, 'V100 (Fujitsu, 845 img/s)': 845.0}
+# Images/s one GPU consumes (docs/recipe.md, derived): PFN's 128 k img/s
+# over 1,024 P100, Fujitsu's 1.73 M img/s over 2,048 V100, NVIDIA
+# DeepLearningExamples' ResNet-50 on A100 (AMP), MLPerf Training v3.1 on H100.
+FEED = {'P100 (PFN, 125 img/s)': 125.0, 'V100 (Fujitsu, 845 img/s)': 845.0,
+        'A100 AMP (DeepLearningExamples, 2,470 img/s)': 2470.0,
+        'H100 (MLPerf v3.1, 2,840 img/s)': 2840.0}
 
 
 class BaselineTransform:
@@ -135,6 +141,37 @@ def _measure_args(args):
     return _measure(*args)
 
 
+def dali_rate(files, crop_size, seed, repeats, threads=1, device_id=None, batch=32):
+    """Images/s of the DALI decoder (pfn15.data.dali: window decode, resize, flip,
+    normalize) over `files`, best of `repeats` per batch; DALI's output stays
+    where DALI made it (host or GPU). None and the reason when DALI cannot run."""
+    try:
+        from pfn15.data import dali
+        t = transforms.TrainTransform(DataConfig(crop_size=crop_size), seed=seed)
+        decoder = dali.Decoder(t, batch, threads, device_id)
+        feeds = decoder.feeds([(p, (0, i)) for i, p in enumerate(files)])
+        batches = [feeds[i:i + batch] for i in range(0, len(feeds), batch)]
+        decoder.run_batch(batches[0])                  # warm-up: buffers, codecs
+        seconds = numpy.zeros((repeats, len(batches)))
+        for r in range(repeats):
+            for k, b in enumerate(batches):
+                t0 = time.perf_counter()
+                out = decoder.run_batch(b)
+                if device_id is not None:
+                    out.as_tensor()                    # waits for the GPU's work
+                seconds[r, k] = time.perf_counter() - t0
+    except (ImportError, RuntimeError) as e:
+        first = str(e).strip().splitlines()
+        return None, '%s: %s' % (type(e).__name__, first[0] if first else '')
+    return len(files) / float(seconds.min(axis=0).sum()), None
+
+
+def gpu_present():
+    """Whether a CUDA GPU is visible (nvidia-smi's device files), without CUDA."""
+    return os.path.exists('/dev/nvidiactl') and any(
+        os.path.exists('/dev/nvidia%d' % k) for k in range(16))
+
+
 def readable_files(files):
     """(the files that decode in full, {path: reason} of those that do not).
 
@@ -175,6 +212,14 @@ def run(root, workers=1, images=200, crop_size=224, seed=0, repeats=3, feed=None
         else:
             with multiprocessing.get_context('spawn').Pool(workers) as pool:
                 results = pool.map(_measure_args, jobs)
+        # DALI after the PIL variants, on the same files: one DALI thread (per
+        # core), then `workers` threads (a node's share), then nvJPEG if a GPU is here.
+        dali_cpu, dali_why = dali_rate(files, crop_size, seed, repeats)
+        dali_node = (dali_rate(files, crop_size, seed, repeats, threads=workers)[0]
+                     if workers > 1 and dali_cpu else None)
+        dali_gpu, gpu_why = (dali_rate(files, crop_size, seed, repeats, threads=workers,
+                                       device_id=0) if gpu_present() and dali_cpu
+                             else (None, 'no GPU here' if dali_cpu else dali_why))
     finally:
         shutil.rmtree(shard_dir, ignore_errors=True)
     n = len(files)
@@ -184,6 +229,9 @@ def run(root, workers=1, images=200, crop_size=224, seed=0, repeats=3, feed=None
         with Image.open(p) as im:
             sizes.append(im.size)
     ours = rate['ours']
+    # Per core as the PIL rows are: with `workers` processes decoding at once,
+    # DALI's `workers`-thread rate per thread (its 1-thread rate ran alone).
+    dali_core = dali_node / workers if dali_node else dali_cpu
     return {
         'root': root, 'images': len(files), 'repeats': repeats, 'workers': workers,
         'bad_files': sorted(bad),
@@ -200,4 +248,21 @@ def run(root, workers=1, images=200, crop_size=224, seed=0, repeats=3, feed=None
         'mean_abs_diff_vs_baseline': float(numpy.mean([d for _, d in results])),
         'workers_needed': {name: int(math.ceil(r / ours))
                            for name, r in (feed or FEED).items()},
+        # DALI: CPU-only mode, per core (one DALI thread), and on `workers` threads;
+        # mixed (nvJPEG) on GPU 0 where one is present.
+        'dali_cpu_img_per_s': dali_cpu,
+        'dali_cpu_node_img_per_s': dali_node,
+        'dali_cpu_per_core_img_per_s': dali_core,
+        'dali_cpu_not_run': dali_why,
+        'dali_mixed_img_per_s': dali_gpu,
+        'dali_mixed_not_run': gpu_why,
+        # Per GPU type: cores each CPU path needs to feed one GPU, and for DALI
+        # mixed the fraction of one GPU's decoding throughput it takes.
+        'cores_needed': {name: {path: (int(math.ceil(r / v)) if v else None)
+                                for path, v in (('PIL on folders', ours),
+                                                ('PIL on packed', rate['ours_packed']),
+                                                ('DALI CPU', dali_core))}
+                         for name, r in (feed or FEED).items()},
+        'gpu_decoders_needed': {name: (round(r / dali_gpu, 3) if dali_gpu else None)
+                                for name, r in (feed or FEED).items()},
     }

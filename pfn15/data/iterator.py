@@ -45,12 +45,17 @@ class RankStreamDataset(DatasetMixin):
         return self.transform(tuple(example) + ((epoch, index),))
 
 
+def _keyed(example):
+    """(source, label, (epoch, index)) as it is: the DALI decoder draws from the key."""
+    return example
+
+
 class GlobalOrderIterator(chainer.dataset.Iterator):
 
     """Yields this rank's microbatches (per_worker samples each) of the global order."""
 
     def __init__(self, base, seed, plan, workers, rank, per_worker, end_iteration,
-                 transform=None, loader_workers=0):
+                 transform=None, loader_workers=0, decoder=None):
         self.base = base
         self.sample_order = order.SampleOrder(seed, len(base))
         self.stream = order.RankStream(plan, workers, rank, per_worker)
@@ -58,6 +63,7 @@ class GlobalOrderIterator(chainer.dataset.Iterator):
         self.end_iteration = end_iteration
         self.transform = transform
         self.loader_workers = loader_workers
+        self.decoder = decoder
         self.updater = None          # set by follow(): where the next batch starts
         self._inner = None
         self.started_at = None
@@ -76,8 +82,11 @@ class GlobalOrderIterator(chainer.dataset.Iterator):
         # A few updates past the end: the inner iterator prefetches ahead.
         length = self.stream.start(max(self.end_iteration, iteration) + 2) - start
         dataset = RankStreamDataset(self.base, self.sample_order, self.stream, start, length,
-                                    self.transform)
-        if self.loader_workers > 0:
+                                    _keyed if self.decoder is not None else self.transform)
+        if self.decoder is not None:
+            from pfn15.data import dali
+            self._inner = dali.Batches(dataset, self.decoder, self.batch_size)
+        elif self.loader_workers > 0:
             self._inner = chainer.iterators.MultiprocessIterator(
                 dataset, self.batch_size, repeat=False, shuffle=False,
                 n_processes=self.loader_workers)
