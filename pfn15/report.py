@@ -349,7 +349,7 @@ def plot(stats, labels, path, key, ylabel, title=''):
                 break
         else:
             groups.append(([k], s))
-    fig, ax = plt.subplots(figsize=(8, 5.6))
+    fig, ax = plt.subplots(figsize=(8, 4.8))
     drawn = []
     colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
     for n, (keys, s) in enumerate(groups):
@@ -365,13 +365,18 @@ def plot(stats, labels, path, key, ylabel, title=''):
     if title:
         ax.set_title(title, fontsize=10)
     if key == 'train_loss':
+        from matplotlib.ticker import FuncFormatter
         ax.set_yscale('log')
+        plain = FuncFormatter(lambda y, _: '%g' % y)
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
+        ax.tick_params(axis='y', which='minor', labelsize=7)
     ax.grid(True, alpha=0.3)
-    # Below the axes: it never covers a curve.
-    ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.12), ncol=2,
-              frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    # Below the axes, one variant a line: it never covers a curve or squeezes the axes.
+    legend = ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(0.0, -0.12), ncol=1,
+                       frameon=False)
+    fig.savefig(path, dpi=100, bbox_extra_artists=(legend,), bbox_inches='tight')
     plt.close(fig)
     return drawn
 
@@ -421,7 +426,9 @@ def write_report(out_dir, stats, labels, overrides, epochs, seeds, total_wall, c
         '## Variants', '', 'Base config: configs/demo.yaml; overrides per variant:', '']
     for k in stats:
         lines.append('- `%s`: %s' % (k, ' '.join(overrides[k])))
-    lines += ['', 'Total wall time: %.0f s.' % total_wall, '']
+    lines += ['', 'Wall time of the runs, summed: %.0f s (this command: %.0f s; runs already '
+              'in %s are reused).' % (sum(s['wall'] for s in stats.values()), total_wall,
+                                      os.path.join(out_dir, 'runs')), '']
     path = os.path.join(out_dir, 'report.md')
     with open(path, 'w') as f:
         f.write('\n'.join(lines))

@@ -40,6 +40,10 @@ class TrainingPlot(E.PlotReport):
     EpochTrigger); `epochs`: the job's GlobalEpochs (for x).
     """
 
+    # The trainer's names for it (PlotReport, PlotReport_1) and so its keys in a
+    # checkpoint stay those of Chainer's PlotReport.
+    default_name = 'PlotReport'
+
     def __init__(self, y_keys, trigger, epochs, filename, ylabel, title):
         super().__init__(list(y_keys), 'epoch', trigger=trigger, filename=filename)
         self._epochs = epochs
