@@ -367,9 +367,10 @@ def plot(stats, labels, path, key, ylabel, title=''):
     if key == 'train_loss':
         from matplotlib.ticker import FuncFormatter
         ax.set_yscale('log')
-        plain = FuncFormatter(lambda y, _: '%g' % y)
-        ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(plain)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: '%g' % y))
+        # Between the decades, 2 and 5 only: the labels stay apart.
+        ax.yaxis.set_minor_formatter(FuncFormatter(
+            lambda y, _: '%g' % y if ('%.0e' % y)[0] in '25' else ''))
         ax.tick_params(axis='y', which='minor', labelsize=7)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
