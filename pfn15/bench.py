@@ -322,18 +322,53 @@ def run_data(args):
     return result
 
 
+# Labels of bench data's further figures, in print order: (key, label, format).
+DATA_FIGURES = (
+    ('ours_full_decode_img_per_s', 'ours without scaled decode', '%10.1f img/s'),
+    ('baseline_fused_norm_img_per_s', 'baseline with our fused normalization', '%10.1f img/s'),
+    ('node_img_per_s', 'ours, all workers together', '%10.1f img/s'),
+    ('mean_abs_diff_vs_baseline', 'mean |ours - baseline| per pixel', '%10.2f of 255 levels'),
+    ('mean_image_size', 'mean image size (px)', None),
+    ('crop_size', 'crop size (px)', '%10d'),
+    ('repeats', 'passes per image (the best counts)', '%10d'),
+)
+
+
+def _figure(v, fmt=None):
+    """A value as a reader wants it: rounded, lists as WxH, no 16-digit floats."""
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return ' x '.join(_figure(x) for x in v)
+    if isinstance(v, dict):
+        return ', '.join('%s %s' % (k, _figure(x)) for k, x in v.items())
+    if fmt:
+        return fmt % v
+    if isinstance(v, float):
+        return '%.3g' % v if abs(v) < 100 else '%.0f' % v
+    return str(v)
+
+
+def _label(key):
+    """A readable label for a figure this table does not name (e.g. added later)."""
+    for suffix, unit in (('_img_per_s', ' (img/s)'), ('_s', ' (s)'), ('_mb', ' (MB)')):
+        if key.endswith(suffix):
+            return key[:-len(suffix)].replace('_', ' ') + unit
+    return key.replace('_', ' ')
+
+
 def print_data(r):
     print('bench data: %s, %d worker(s), %d images' % (r['root'], r['workers'], r['images']))
-    print('  %-40s %10.1f img/s' % ('ours (pfn15 train transform)', r['ours_img_per_s']))
-    print('  %-40s %10.1f img/s' % ('baseline (PIL full decode + crop)', r['baseline_img_per_s']))
+    row = '  %-46s %10.1f img/s'
+    print(row % ('ours (pfn15 train transform)', r['ours_img_per_s']))
+    print(row % ('baseline (PIL full decode + crop)', r['baseline_img_per_s']))
     if 'ours_packed_img_per_s' in r:
-        print('  %-40s %10.1f img/s' % ('ours on packed shards (PIL on packed)',
-                                       r['ours_packed_img_per_s']))
+        print(row % ('ours on packed shards (PIL on packed)', r['ours_packed_img_per_s']))
     for key, what in (('dali_cpu_img_per_s', 'DALI CPU-only (1 thread)'),
                       ('dali_cpu_node_img_per_s', 'DALI CPU-only (%d threads, all)' % r['workers']),
                       ('dali_mixed_img_per_s', 'DALI mixed (nvJPEG, GPU 0)')):
         if r.get(key):
-            print('  %-40s %10.1f img/s' % (what, r[key]))
+            print(row % (what, r[key]))
     for key, what in (('dali_cpu_not_run', 'DALI CPU'), ('dali_mixed_not_run', 'DALI mixed')):
         if r.get(key):
             print('  %s: not run (%s)' % (what, r[key]))
@@ -345,14 +380,18 @@ def print_data(r):
             print('    %-44s %s%s' % (gpu, ', '.join('%s %s' % (p, n if n else '-')
                                                      for p, n in paths.items()),
                                       ', DALI mixed %.2f GPU' % mixed if mixed else ''))
-    extra = {k: v for k, v in r.items() if k not in (
-        'kind', 'root', 'workers', 'images', 'ours_img_per_s', 'baseline_img_per_s', 'ratio',
-        'ours_packed_img_per_s', 'cores_needed', 'gpu_decoders_needed', 'dali_cpu_img_per_s',
-        'dali_cpu_node_img_per_s', 'dali_mixed_img_per_s', 'dali_cpu_not_run',
-        'dali_cpu_per_core_img_per_s',
-        'dali_mixed_not_run')}
-    for k, v in sorted(extra.items()):
-        print('  %s: %s' % (k, v))
+    shown = {'kind', 'root', 'workers', 'images', 'ours_img_per_s', 'baseline_img_per_s',
+             'ratio', 'workers_needed', 'ours_packed_img_per_s', 'cores_needed',
+             'gpu_decoders_needed', 'dali_cpu_img_per_s', 'dali_cpu_node_img_per_s',
+             'dali_mixed_img_per_s', 'dali_cpu_not_run', 'dali_mixed_not_run'}
+    for key, label, fmt in DATA_FIGURES:
+        if key in r:
+            print('  %-46s %10s' % (label, _figure(r[key], fmt)))
+            shown.add(key)
+    for key in sorted(set(r) - shown):
+        print('  %-46s %10s' % (_label(key), _figure(r[key])))
+    for gpu, n in sorted((r.get('workers_needed') or {}).items()):
+        print('  %-46s %10d' % ('decoding workers to feed one ' + gpu, n))
 
 
 # ------------------------------------------------------------------ allreduce

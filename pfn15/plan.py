@@ -508,30 +508,127 @@ def format_comparison(rows):
     return '\n'.join(lines)
 
 
-def save_plot(rows, path, title=''):
+# Tick marks of a time axis: readable durations, not powers of ten of minutes.
+TIME_TICKS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 900, 1800, 3600, 2 * 3600, 5 * 3600,
+              10 * 3600, 24 * 3600, 2 * 86400, 5 * 86400, 10 * 86400, 30 * 86400, 100 * 86400)
+
+
+def _fmt_tick(sec):
+    if sec >= 86400:
+        return '%g d' % (sec / 86400.0)
+    if sec >= 3600:
+        return '%g h' % (sec / 3600.0)
+    if sec >= 60:
+        return '%g min' % (sec / 60.0)
+    return '%g s' % sec
+
+
+def plot_series(preset_rows, published=None):
+    """What the plot draws: [(name, rows, (workers, seconds, label) or None)].
+
+    `preset_rows`: {name: rows of `plan`}; `published`: {name: (workers, seconds,
+    label)} for the presets whose record time is marked."""
+    published = published or {}
+    return [(name, rows, published.get(name)) for name, rows in preset_rows.items()]
+
+
+def check_plot_path(path):
+    """None if `path` can be written as a plot, else why not (one line)."""
+    d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        return '--plot %s: the directory %s does not exist' % (path, d)
+    if not os.access(d, os.W_OK):
+        return '--plot %s: the directory %s is not writable' % (path, d)
+    if os.path.isdir(path):
+        return '--plot %s: is a directory' % path
+    ext = os.path.splitext(path)[1].lower().lstrip('.')
+    if ext not in ('png', 'pdf', 'svg', 'jpg', 'jpeg', 'eps', 'ps', 'tif', 'tiff', 'webp'):
+        return ('--plot %s: unknown image type %r (use .png, .pdf or .svg)'
+                % (path, ext or '(none)'))
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as e:
+        return '--plot needs matplotlib (%s): pip install matplotlib' % e
+    return None
+
+
+def save_plot(series, path, title=''):
+    """Time to train and scaling efficiency against workers, one colour per preset.
+
+    `series`: see `plot_series`. Solid: total (training + evaluation); dashed
+    on top: training only (often within a line's width of the total, so it is
+    drawn thinner, above it). A star marks the published time of a record run,
+    and each curve's last point carries its value."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    w = [r['workers'] for r in rows]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    a1.plot(w, [r['total_s'] / 60.0 for r in rows], 'o-', label='total (with eval)')
-    a1.plot(w, [r['train_s'] / 60.0 for r in rows], 's--', label='training only')
-    a1.set_xscale('log', base=2)
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 5.6))
+    colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    workers, times = set(), []
+    for n, (name, rows, pub) in enumerate(series):
+        c = colours[n % len(colours)]
+        w = [r['workers'] for r in rows]
+        workers.update(w)
+        total = [r['total_s'] for r in rows]
+        train = [r['train_s'] for r in rows]
+        times += total + train
+        prefix = name + ': ' if len(series) > 1 else ''
+        a1.plot(w, total, '-', color=c, lw=3.5, alpha=0.45, label=prefix + 'total (with eval)',
+                zorder=2)
+        a1.plot(w, train, '--', color=c, lw=1.4, marker='o', ms=3.5,
+                label=prefix + 'training only', zorder=3)
+        a1.annotate('%s\n(train %s)' % (_fmt_time(total[-1]), _fmt_time(train[-1])),
+                    (w[-1], total[-1]), xytext=(6, 4), textcoords='offset points',
+                    fontsize=8, color=c)
+        if pub:
+            pw, ps, plabel = pub
+            times.append(ps)
+            a1.plot([pw], [ps], '*', color=c, ms=14, mec='black', mew=0.6, zorder=4,
+                    label='%spublished %s at %d' % (prefix, plabel, pw))
+        a2.plot(w, [100 * r['efficiency'] for r in rows], 'o-', color=c, ms=3.5,
+                label=name if len(series) > 1 else None)
+
+    ticks = sorted(workers)
+    if len(ticks) > 12:   # keep labels apart: powers of two only
+        ticks = [t for t in ticks if t & (t - 1) == 0] or ticks
+    for ax in (a1, a2):
+        ax.set_xscale('log', base=2)
+        ax.set_xlim(min(ticks) / 1.4, max(ticks) * 1.4)
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: '%d' % round(x)))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.tick_params(axis='x', labelrotation=45 if len(ticks) > 7 else 0, labelsize=8)
+        ax.set_xlabel('workers (GPUs)')
+        ax.grid(True, alpha=0.3)
     a1.set_yscale('log')
-    a1.set_xlabel('workers')
-    a1.set_ylabel('time to train (min)')
-    a1.legend()
-    a1.grid(True, which='both', alpha=0.3)
-    a2.plot(w, [100 * r['efficiency'] for r in rows], 'o-')
-    a2.set_xscale('log', base=2)
+    lo, hi = min(times), max(times)
+    a1.set_ylim(lo / 1.6, hi * 1.6)
+    a1.yaxis.set_major_locator(FixedLocator([t for t in TIME_TICKS if lo / 1.6 <= t <= hi * 1.6]))
+    a1.yaxis.set_major_formatter(FuncFormatter(lambda y, _: _fmt_tick(y)))
+    a1.yaxis.set_minor_locator(NullLocator())
+    a1.set_ylabel('time to train (log scale)')
+    a1.set_title('time to train', fontsize=10)
+    a1.set_xlim(min(ticks) / 1.4, max(ticks) * 6)   # room for the notes on the right
+    # Below the axes, never over a curve.
+    a1.legend(fontsize=7.5, loc='upper center', bbox_to_anchor=(0.5, -0.2),
+              ncol=len(series), frameon=False)
     a2.set_ylim(0, 105)
-    a2.set_xlabel('workers')
     a2.set_ylabel('scaling efficiency (%)')
-    a2.grid(True, which='both', alpha=0.3)
-    fig.suptitle(title)
+    a2.set_title('scaling efficiency vs one worker', fontsize=10)
+    if len(series) > 1:
+        a2.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.2),
+                  ncol=len(series), frameon=False)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    drawn = {'x_ticks': [t.get_text() for t in a1.get_xticklabels()],
+             'y_ticks': [t.get_text() for t in a1.get_yticklabels()],
+             'legend': [t.get_text() for t in a1.get_legend().get_texts()],
+             'lines': [(ln.get_label(), list(ln.get_ydata())) for ln in a1.get_lines()]}
     plt.close(fig)
+    return drawn   # what a reader sees, for the tests
 
 
 # ------------------------------------------------------------------ CLI
@@ -609,6 +706,11 @@ def build_setup(args):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.plot:   # before the table: a bad path costs nothing
+        why = check_plot_path(args.plot)
+        if why:
+            print('pfn15.plan: error: %s' % why, file=sys.stderr)
+            return 2
     out = {}
     if args.preset == 'all' and not args.workers:
         rows = compare_presets(['pfn', 'goyal', 'fujitsu'])
@@ -617,14 +719,17 @@ def main(argv=None):
         print()
         print(format_comparison(rows))
         out['comparison'] = rows
+        if args.plot:
+            curves = {name: plan(s, default_workers(name)) for name, s in presets().items()}
+            pubs = {r['preset']: (r['workers'], r['published_s'], r['published']) for r in rows}
+            return _save(plot_series(curves, pubs), args.plot,
+                         'the record runs: predicted vs published', out, args.json)
     else:
         s = build_setup(args)
         if args.workers:
             workers = args.workers
         elif args.preset and args.preset != 'all':
-            top = PRESET_WORKERS[args.preset]
-            workers = [2 ** k for k in range(int(math.log2(top)) + 1)]
-            workers = sorted(set(workers + [top]))
+            workers = default_workers(args.preset)
         else:
             workers = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
         if s.global_batch % s.batch_per_worker:
@@ -641,13 +746,38 @@ def main(argv=None):
             print(format_comparison(comp))
             out['comparison'] = comp
         if args.plot:
-            save_plot(rows, args.plot, describe(s).split(';')[0])
-            print('plot: %s' % args.plot)
-    if args.json:
-        d = os.path.dirname(os.path.abspath(args.json))
+            pub = None
+            if args.preset in PUBLISHED:
+                pub = {s.name: (comp[0]['workers'], comp[0]['published_s'],
+                                comp[0]['published'])}
+            return _save(plot_series({s.name: rows}, pub), args.plot,
+                         describe(s).split(';')[0], out, args.json)
+    _write_json(args.json, out)
+    return 0
+
+
+def default_workers(preset):
+    """1, 2, 4, ... up to the record run's worker count (and that count)."""
+    top = PRESET_WORKERS[preset]
+    return sorted(set([2 ** k for k in range(int(math.log2(top)) + 1)] + [top]))
+
+
+def _write_json(path, out):
+    if path:
+        d = os.path.dirname(os.path.abspath(path))
         os.makedirs(d, exist_ok=True)
-        with open(args.json, 'w') as f:
+        with open(path, 'w') as f:
             json.dump(out, f, indent=1)
+
+
+def _save(series, path, title, out, json_path):
+    try:
+        save_plot(series, path, title)
+    except (OSError, ValueError) as e:   # the disk filled, the format was refused
+        print('pfn15.plan: error: --plot %s: %s' % (path, e), file=sys.stderr)
+        return 2
+    print('plot: %s' % path)
+    _write_json(json_path, out)
     return 0
 
 

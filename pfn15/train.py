@@ -113,8 +113,9 @@ def build(cfg, comm):
     from pfn15 import comm as comm_module
     from pfn15 import data, models, optimizers
     from pfn15.data.iterator import GlobalOrderIterator
-    from pfn15.training import checkpoint, checks, resume
+    from pfn15.training import checkpoint, checks, console, plot, resume
     from pfn15.training import extensions as X
+    from pfn15.training.plot import TrainingPlot
     from pfn15.training.evaluator import WholeSetEvaluator
     from pfn15.training.updater import AccumulatingUpdater
 
@@ -214,17 +215,27 @@ def build(cfg, comm):
     if comm.rank == 0:   # reporting on rank 0 only
         log_report = E.LogReport(trigger=log_trigger)
         trainer.extend(log_report)
+        # A job log or a pipe gets plain lines; a terminal, Chainer's table and bar.
+        terminal = console.on_terminal()
         trainer.extend(E.PrintReport(
             ['epoch', 'iteration', 'main/loss', 'main/accuracy', 'validation/main/loss',
              'validation/main/accuracy']
             + list(optimizers.entry(cfg.optimizer.name).columns())
-            + ['images/s', 'elapsed_time']))
-        trainer.extend(X.PlotReport(['main/loss', 'validation/main/loss'],
-                                    'epoch', filename='loss.png'))
-        trainer.extend(X.PlotReport(['main/accuracy', 'validation/main/accuracy'],
-                                    'epoch', filename='accuracy.png'))
-        if cfg.train.progress_bar:
+            + ['images/s', 'elapsed_time'],
+            out=sys.stdout if terminal else console.PlainLines()))
+        total = epochs.at(stop.iterations)
+        title = '%s: %d worker(s), global batch %d' % (cfg.name, comm.size, cfg.batch.global_)
+        for keys, name, what in ((['main/loss', 'validation/main/loss'], 'loss.png', 'loss'),
+                                 (['main/accuracy', 'validation/main/accuracy'],
+                                  'accuracy.png', 'top-1 accuracy')):
+            trainer.extend(TrainingPlot(
+                keys, plot.AnyOf(X.EpochTrigger(plot.point_period(total), epochs, stop),
+                                 eval_trigger),   # validation points sit at their epoch
+                epochs, name, what, '%s -- %s' % (what, title)))
+        if cfg.train.progress_bar and terminal:
             trainer.extend(E.ProgressBar(update_interval=cfg.train.log_every))
+        elif cfg.train.progress_bar:
+            trainer.extend(console.PlainProgress(stop.iterations, epochs, cfg.train.log_every))
 
     return Run(trainer=trainer, updater=updater, optimizer=optimizer, model=model,
                meta=meta, checkpointer=checkpointer, log_report=log_report, epochs=epochs,

@@ -667,3 +667,82 @@ def test_env_check_for_real(tmp_path, sched):
     assert rc == 0, out
     assert 'configs/demo.yaml (demo): can run on this stack' in out, out
     assert [c for c in calls if 'pfn15.train' in c], calls
+
+
+# ---------------------------------------------------------------- what a cluster user edits and sees
+
+EDIT_BEGIN = '# ============================ EDIT HERE: your cluster'
+EDIT_END = '# ============================= end of the block to edit'
+
+
+def _edit_block(text):
+    assert text.count(EDIT_BEGIN) == 1 and text.count(EDIT_END) == 1
+    return text[text.index(EDIT_BEGIN):text.index(EDIT_END)]
+
+
+@pytest.mark.parametrize('path', SCRIPTS, ids=_ids(SCRIPTS))
+def test_one_marked_block_to_edit_at_the_top(path):
+    text = path.read_text()
+    block = _edit_block(text)
+    prefix = '#SBATCH' if path.parent.name == 'slurm' else '#PBS'
+    # The site's directives are in the block, where the scheduler still reads
+    # them (before the first command), ready to turn on.
+    assert '#' + prefix + (' --account=' if prefix == '#SBATCH' else ' -A ') in block
+    assert '#' + prefix + (' --partition=' if prefix == '#SBATCH' else ' -q ') in block
+    head = text[:text.index(EDIT_BEGIN)]
+    assert not [l for l in head.splitlines() if l.strip() and not l.startswith('#')]
+    first_command = text.index('\nset -uo pipefail')
+    assert text.index(EDIT_END) < first_command
+    for name in ('PFN15_MODULES=', 'PFN15_CONTAINER=', 'PFN15_VENV='):
+        assert name in block
+    # Nothing below it names a site: the venv only through the block's variable.
+    rest = text[text.index(EDIT_END):]
+    assert '.venv' not in rest and 'PFN15_VENV/bin/activate' in rest
+
+
+def test_the_same_software_set_up_in_every_script():
+    def software(text):
+        block = _edit_block(text)
+        setup = text[text.index('# ---------------------------------------------------------------- software'):]
+        setup = setup[:setup.index('\nfi\n', setup.index('PY=(python)')) + 4]
+        return block[block.index('# The software'):], setup
+    parts = {_rel(p): software(p.read_text()) for p in SCRIPTS}
+    assert len(set(parts.values())) == 1, sorted(parts)
+
+
+@pytest.mark.parametrize('sched', ['slurm', 'pbs'])
+def test_the_venv_of_the_block_runs_every_step(tmp_path, sched):
+    venv = tmp_path / 'site-venv'
+    (venv / 'bin').mkdir(parents=True)
+    (venv / 'bin' / 'activate').write_text(
+        'VIRTUAL_ENV=%s\nexport VIRTUAL_ENV\nPATH="$VIRTUAL_ENV/bin:$PATH"\n' % venv)
+    (venv / 'bin' / 'python').write_text(
+        '#!/bin/bash\necho "venv-python $*" >> "$FAKE_LOG"\nexec %s "$@"\n'
+        % shlex.quote(str(tmp_path / 'bin' / 'python')))
+    (venv / 'bin' / 'python').chmod(0o755)
+    rc, calls, out = _run_job(tmp_path, JOBS / sched / 'cpu-check.sh', FAKE_SECONDS=0,
+                              PFN15_VENV='site-venv')
+    assert rc == 0, out
+    assert 'venv-python -m pfn15.env configs/demo.yaml' in calls, calls
+    train = [c for c in calls if c.startswith('mpiexec') and 'pfn15.train' in c]
+    assert len(train) == 1 and ' %s/bin/python -m pfn15.train ' % venv in train[0], calls
+    assert 'no virtual environment' not in out
+
+
+@pytest.mark.parametrize('sched', ['slurm', 'pbs'])
+def test_outside_the_scheduler_it_says_it_runs_a_local_job(tmp_path, sched):
+    rc, calls, out = _run_job(tmp_path, JOBS / sched / 'cpu-check.sh', FAKE_SECONDS=0,
+                              SLURM_JOB_ID='', PBS_JOBID='')
+    assert rc == 0, out
+    word = 'SLURM' if sched == 'slurm' else 'PBS'
+    assert 'pfn15: not under %s' % word in out and 'running as a local job' in out, out
+    # and inside one, it does not say so
+    rc, calls, out = _run_job(tmp_path, JOBS / sched / 'cpu-check.sh', FAKE_SECONDS=0)
+    assert rc == 0 and 'not under' not in out, out
+
+
+def test_usr1_outside_slurm_says_there_is_no_requeue(tmp_path):
+    rc, calls, out = _run_job(tmp_path, JOBS / 'slurm' / 'cpu-check.sh', send=signal.SIGUSR1,
+                              SLURM_JOB_ID='')
+    assert rc == 0 and 'no requeue; run this script again' in out, out
+    assert _requeues(calls) == [], calls

@@ -195,3 +195,37 @@ def test_calibrate_reads_bench_json(tmp_path, capsys):
     bad.write_text('{"kind": "data"}')
     with pytest.raises(ValueError):
         plan.main(['--calibrate', str(bad)])
+
+
+def test_plot_reads_as_a_reader_expects(tmp_path):
+    rows = plan.plan(plan.presets()['pfn'], plan.default_workers('pfn'))
+    drawn = plan.save_plot(plan.plot_series({'pfn': rows}, {'pfn': (1024, 900.0, '15 min')}),
+                           str(tmp_path / 'p.png'))
+    assert drawn['x_ticks'] == ['1', '2', '4', '8', '16', '32', '64', '128', '256', '512',
+                                '1024']                                 # not 2^7..2^10
+    assert '15 min' in drawn['y_ticks'] and '1 h' in drawn['y_ticks']  # readable durations
+    assert 'published 15 min at 1024' in drawn['legend']
+    labels = [name for name, _ in drawn['lines']]
+    assert 'total (with eval)' in labels and 'training only' in labels
+    # each curve's last value written next to it (11.7 min predicted at 1024)
+    assert (tmp_path / 'p.png').stat().st_size > 1000
+
+
+def test_plot_of_all_presets_and_bad_paths(tmp_path, capsys):
+    png = tmp_path / 'all.png'
+    assert plan.main(['--preset', 'all', '--plot', str(png)]) == 0
+    assert png.read_bytes()[:4] == b'\x89PNG'
+    assert 'plot: %s' % png in capsys.readouterr().out
+    for bad, why in (('/nonexistent/x.png', 'does not exist'), (str(tmp_path), 'directory'),
+                     (str(tmp_path / 'x.txt'), 'unknown image type')):
+        assert plan.main(['--preset', 'pfn', '--plot', bad]) == 2
+        cap = capsys.readouterr()
+        assert cap.out == ''                       # checked before the table
+        assert cap.err.count('\n') == 1 and why in cap.err, cap.err
+
+
+def test_plot_bad_path_from_the_command_line():
+    p = subprocess.run([sys.executable, '-m', 'pfn15.plan', '--plot', '/nonexistent/x.png'],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and p.stdout == ''
+    assert p.stderr.strip().count('\n') == 0 and 'Traceback' not in p.stderr

@@ -2,6 +2,8 @@
 """Everything issue 7 lists under "Verified on the GPU", in one call, with a PASS/FAIL table.
 
     python tools/gpu_check.py --json gpu_check.json [--device 0] [--no-bench]
+    python tools/gpu_check.py --budget 540 --json gpu_check.json   # a 10-minute debug allocation
+    python tools/gpu_check.py --budget 540 --dry-run               # what would run (no GPU needed)
 
 Checks (each independent; one failing does not stop the others):
 
@@ -30,20 +32,31 @@ Checks (each independent; one failing does not stop the others):
                      images/s and ratio where bench reports one. Goal: >= 0.5x
                      the peer at batch 256 with mixed16.
 
+With --budget SECONDS the whole call (imports, CUDA start-up and the kernel
+compiles of each check included) ends within SECONDS: the checks run in the
+order above, most important first; one whose estimated cost (ESTIMATES below,
+compiles on a cold kernel cache included) no longer fits what is left is
+skipped and named, a cheaper one after it still runs; a check still running
+at the budget's end is stopped (TIMEOUT) and the results so far are written.
+Leave a minute of the allocation for the job's own start and the copy of
+the JSON: --budget 540 in a 10-minute allocation.
+
 Without CuPy or a GPU it prints why, writes {"status": "skipped", ...} and exits 0.
-Exit status: 0 when every check passed (or everything was skipped), 1 otherwise.
+Exit status: 0 when every check that ran passed (or everything was skipped), 1 otherwise.
 """
 import argparse
 import datetime
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
 
+STARTED = time.monotonic()   # the budget counts from here: the imports below are in it
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault('MPLBACKEND', 'Agg')
@@ -314,6 +327,8 @@ def check_train(args, dtype):
             opt.use_fp32_update()
         in_dtype = numpy.float16 if dtype == 'mixed16' else numpy.float32
         for _ in range(args.train_iters):
+            if len(losses) >= 6 and _budget_left(args) < 15:
+                break   # the budget's end is near: judge on the iterations so far
             idx = rng.choice(len(x), args.train_batch, replace=False)
             xb = device.send(x[idx].astype(in_dtype))
             tb = device.send(t[idx])
@@ -323,12 +338,14 @@ def check_train(args, dtype):
             opt.update()
             losses.append(float(loss.array))
         cupy.cuda.Device(args.device).synchronize()
-    n = max(3, args.train_iters // 5)
+    n = max(3, len(losses) // 5)
     first, last = float(numpy.mean(losses[:n])), float(numpy.mean(losses[-n:]))
     ok = bool(numpy.all(numpy.isfinite(losses)) and last < first)
     param_dtypes = sorted({str(p.dtype) for p in model.params()})
-    return ok, 'loss %.3f -> %.3f (mean of first/last %d of %d it., batch %d), params %s, %.0fs' % (
-        first, last, n, args.train_iters, args.train_batch, '/'.join(param_dtypes),
+    return ok, 'loss %.3f -> %.3f (mean of first/last %d of %d it.%s, batch %d), params %s, %.0fs' % (
+        first, last, n, len(losses),
+        ' of %d: the budget' % args.train_iters if len(losses) < args.train_iters else '',
+        args.train_batch, '/'.join(param_dtypes),
         time.perf_counter() - t0), {
             'losses': losses, 'first_mean': first, 'last_mean': last,
             'param_dtypes': param_dtypes}
@@ -353,7 +370,13 @@ def check_bench(args, batch, dtype):
            '--iters', str(args.bench_iters), '--blocks', str(args.bench_blocks),
            '--set', 'train.dtype=%s' % dtype, '--json', out]
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.bench_timeout)
+    timeout = args.bench_timeout
+    if args.budget is not None:
+        timeout = max(1, min(timeout, int(_budget_left(args)) - 5))
+    try:
+        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BudgetExceeded('bench step did not finish within %d s' % timeout)
     took = time.perf_counter() - t0
     if p.returncode != 0 or not os.path.exists(out):
         tail = (p.stdout + p.stderr).strip().splitlines()[-6:]
@@ -377,6 +400,128 @@ def check_bench(args, batch, dtype):
         ours or 0.0, r.get('bare_img_per_s') or 0.0), metrics
 
 
+# ---------------------------------------------------------------- the budget
+
+# Seconds each check costs on a cold kernel cache (CuPy's NVRTC compiles, cuDNN's
+# algorithm search, a bench subprocess's own imports), with the default sizes;
+# train and bench scale with their iteration counts. Estimates, generous on
+# purpose (a skipped check is named, an overrun loses the allocation); a
+# previous run's JSON gives measured ones: --estimates gpu_check.json.
+ESTIMATES = {
+    **dict.fromkeys(optimizer_checks(), 30),   # one per registered optimizer's kernels
+    'accumulating_updater': 25, 'bn_allreduce': 25,
+    'train_float32': 120, 'train_mixed16': 140,
+    'bench_b256_mixed16': 200, 'bench_b32_float32': 150, 'bench_b32_mixed16': 150,
+}
+# GPU start-up before the first check (CUDA context, cuDNN, Chainer's CuPy imports).
+STARTUP_S = 20
+# Kept at the end: the summary, the JSON.
+RESERVE_S = 5
+# Most important first: the recipe's kernels against their CPU reference, then
+# training on the GPU, then speed (the goal: batch 256, mixed16).
+ORDER = tuple(optimizer_checks()) + (
+    'accumulating_updater', 'bn_allreduce', 'train_float32',
+    'train_mixed16', 'bench_b256_mixed16', 'bench_b32_float32', 'bench_b32_mixed16')
+
+
+class BudgetExceeded(Exception):
+    """The budget ran out while a check was running."""
+
+
+def load_estimates(path):
+    """{check: seconds} measured by an earlier run's JSON (1.25 x, for a colder cache)."""
+    with open(path) as f:
+        report = json.load(f)
+    return {c['name']: 1.25 * c['seconds'] for c in report.get('checks', [])
+            if c.get('status') in ('PASS', 'FAIL') and c['name'] in ESTIMATES}
+
+
+def estimate(name, args):
+    measured = getattr(args, 'measured', None) or {}
+    if name in measured:
+        return measured[name]
+    cost = ESTIMATES[name]
+    if name.startswith('train_'):   # ~2/3 compiles and start-up, the rest iterations
+        cost = cost * (0.65 + 0.35 * args.train_iters / 30.0)
+    elif name.startswith('bench_'):
+        cost = cost * (0.6 + 0.4 * args.bench_iters / 5.0)
+    return cost
+
+
+def _budget_left(args, now=None):
+    if args.budget is None:
+        return float('inf')
+    return args.budget - ((time.monotonic() if now is None else now) - STARTED)
+
+
+def fits(name, args, left):
+    """(True, '') if check `name` fits in `left` seconds, else (False, why)."""
+    need = estimate(name, args) + RESERVE_S
+    if need <= left:
+        return True, ''
+    return False, 'budget: needs ~%.0f s, %.0f s left' % (need, max(0.0, left))
+
+
+def _on_alarm(signum, frame):
+    raise BudgetExceeded('the budget ran out during the check')
+
+
+def run_checks(checks, args, report, out=print):
+    """Run [(name, fn)] in order within args.budget; each entry goes into report['checks']."""
+    budgeted = args.budget is not None
+    if budgeted:
+        signal.signal(signal.SIGALRM, _on_alarm)
+    spent = False   # a check ran into the budget's end: nothing else starts
+    for name, fn in checks:
+        left = _budget_left(args)
+        fit, why = fits(name, args, left) if budgeted else (True, '')
+        if spent:
+            fit, why = False, 'budget: spent by an earlier check that ran to its end'
+        if fit:
+            entry = _run_one(name, fn, args, left)
+        else:
+            entry = {'name': name, 'status': 'SKIP', 'detail': why, 'seconds': 0.0,
+                     'metrics': {'skipped_for_budget': True, 'estimate_s': estimate(name, args)}}
+        spent = spent or entry['status'] == 'TIMEOUT'
+        report['checks'].append(entry)
+        out('  %-22s %-7s %s' % (name, entry['status'], entry['detail']))
+        sys.stdout.flush()
+        _write(args.json, report)   # partial results survive a later crash or timeout
+    return report
+
+
+def _run_one(name, fn, args, left):
+    t0 = time.perf_counter()
+    if args.budget is not None:   # a hard stop for a check that overruns its estimate
+        signal.alarm(max(1, int(left - RESERVE_S)))
+    try:
+        ok, detail, metrics = fn()
+        status = 'SKIP' if ok is None else ('PASS' if ok else 'FAIL')
+    except BudgetExceeded as e:
+        status, detail, metrics = 'TIMEOUT', '%s (budget %g s)' % (e, args.budget), {
+            'skipped_for_budget': True}
+    except Exception as e:
+        status, detail, metrics = 'FAIL', '%s: %s' % (type(e).__name__, e), {
+            'traceback': traceback.format_exc()}
+    finally:
+        if args.budget is not None:
+            signal.alarm(0)
+    return {'name': name, 'status': status, 'detail': detail,
+            'seconds': round(time.perf_counter() - t0, 1), 'metrics': metrics}
+
+
+def dry_run(args, names):
+    """What a budgeted call would run, from the estimates alone (no GPU needed)."""
+    left = (args.budget if args.budget is not None else float('inf')) - STARTUP_S
+    plan = []
+    for name in names:
+        ok, why = fits(name, args, left)
+        if ok:
+            left -= estimate(name, args)
+        plan.append((name, ok, estimate(name, args), why))
+    return plan
+
+
 # ---------------------------------------------------------------- main
 
 def parse_args(argv):
@@ -397,13 +542,47 @@ def parse_args(argv):
     p.add_argument('--bench-timeout', type=int, default=600)
     p.add_argument('--only', action='append', default=[], metavar='NAME',
                    help='run only these checks (repeatable)')
-    return p.parse_args(argv)
+    p.add_argument('--budget', type=float, metavar='SECONDS',
+                   help='finish within SECONDS, compiles included; skips (and names) what '
+                        'does not fit, most important checks first')
+    p.add_argument('--estimates', metavar='GPU_CHECK.json',
+                   help="an earlier run's JSON: its measured seconds replace the estimates")
+    p.add_argument('--dry-run', action='store_true',
+                   help='print which checks the budget lets run, from the estimates; no GPU')
+    args = p.parse_args(argv)
+    if args.budget is not None and args.budget <= 0:
+        p.error('--budget must be > 0 seconds')
+    args.measured = {}
+    if args.estimates:
+        try:
+            args.measured = load_estimates(args.estimates)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            p.error('--estimates %s: not a gpu_check JSON (%s)' % (args.estimates, e))
+    unknown = sorted(set(args.only) - set(ORDER))
+    if unknown:
+        p.error('--only %s: no such check (checks: %s)' % (', '.join(unknown), ', '.join(ORDER)))
+    return args
+
+
+def selected(args):
+    names = [n for n in ORDER
+             if not (args.no_train and n.startswith('train_'))
+             and not (args.no_bench and n.startswith('bench_'))]
+    return [n for n in names if n in args.only] if args.only else names
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.dry_run:
+        print('gpu_check: dry run, budget %s: estimates on a cold kernel cache, %d s of GPU '
+              'start-up first' % ('%g s' % args.budget if args.budget else 'none', STARTUP_S))
+        for name, ok, cost, why in dry_run(args, selected(args)):
+            print('  %-22s %-4s %5s s%s' % (name, 'RUN' if ok else 'SKIP', '~%.0f' % cost,
+                                               '  (%s)' % why if why else ''))
+        return 0
     report = {'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-              'versions': _versions(), 'rtol': args.rtol, 'updates': args.updates, 'checks': []}
+              'versions': _versions(), 'rtol': args.rtol, 'updates': args.updates,
+              'budget_s': args.budget, 'checks': []}
     info, reason = _gpu_or_reason(args.device)
     if info is None:
         report.update(status='skipped', reason=reason)
@@ -420,44 +599,32 @@ def main(argv=None):
     print('  %s' % ', '.join('%s %s' % kv for kv in sorted(report['versions'].items())
                              if kv[0] != 'platform'))
 
-    checks = [(name, lambda name=name: check_optimizer(args, name))
-              for name in optimizer_checks()]
-    checks += [
-        ('bn_allreduce', lambda: check_bn_allreduce(args)),
-        ('accumulating_updater', lambda: check_accumulating_updater(args)),
-    ]
-    if not args.no_train:
-        checks += [('train_float32', lambda: check_train(args, 'float32')),
-                   ('train_mixed16', lambda: check_train(args, 'mixed16'))]
-    if not args.no_bench:
-        checks += [('bench_b32_float32', lambda: check_bench(args, 32, 'float32')),
-                   ('bench_b32_mixed16', lambda: check_bench(args, 32, 'mixed16')),
-                   ('bench_b256_mixed16', lambda: check_bench(args, 256, 'mixed16'))]
-    if args.only:
-        checks = [c for c in checks if c[0] in args.only]
+    fns = {name: (lambda name=name: check_optimizer(args, name)) for name in optimizer_checks()}
+    fns.update({
+        'accumulating_updater': lambda: check_accumulating_updater(args),
+        'bn_allreduce': lambda: check_bn_allreduce(args),
+        'train_float32': lambda: check_train(args, 'float32'),
+        'train_mixed16': lambda: check_train(args, 'mixed16'),
+        'bench_b256_mixed16': lambda: check_bench(args, 256, 'mixed16'),
+        'bench_b32_float32': lambda: check_bench(args, 32, 'float32'),
+        'bench_b32_mixed16': lambda: check_bench(args, 32, 'mixed16'),
+    })
+    run_checks([(n, fns[n]) for n in selected(args)], args, report)
 
-    for name, fn in checks:
-        t0 = time.perf_counter()
-        try:
-            ok, detail, metrics = fn()
-            status = 'SKIP' if ok is None else ('PASS' if ok else 'FAIL')
-        except Exception as e:
-            status, detail, metrics = 'FAIL', '%s: %s' % (type(e).__name__, e), {
-                'traceback': traceback.format_exc()}
-        entry = {'name': name, 'status': status, 'detail': detail,
-                 'seconds': round(time.perf_counter() - t0, 1), 'metrics': metrics}
-        report['checks'].append(entry)
-        print('  %-22s %-4s %s' % (name, status, detail), flush=True)
-        _write(args.json, report)   # partial results survive a later crash or timeout
-
-    failed = [c['name'] for c in report['checks'] if c['status'] == 'FAIL']
+    failed = [c['name'] for c in report['checks'] if c['status'] in ('FAIL', 'TIMEOUT')]
+    skipped = [c['name'] for c in report['checks']
+               if c.get('metrics', {}).get('skipped_for_budget')]
     report['status'] = 'fail' if failed else 'pass'
+    report['skipped_for_budget'] = skipped
     print()
     print('  %-22s %-6s %8s  %s' % ('check', 'result', 'seconds', 'detail'))
     for c in report['checks']:
         print('  %-22s %-6s %8.1f  %s' % (c['name'], c['status'], c['seconds'], c['detail']))
-    print('gpu_check: %s%s' % (report['status'].upper(),
-                               (' (%s)' % ', '.join(failed)) if failed else ''))
+    print('gpu_check: %s%s in %.0f s%s' % (
+        report['status'].upper(), (' (%s)' % ', '.join(failed)) if failed else '',
+        time.monotonic() - STARTED,
+        '; not run within the budget of %g s: %s' % (args.budget, ', '.join(skipped))
+        if skipped else ''))
     _write(args.json, report)
     return 1 if failed else 0
 

@@ -13,17 +13,24 @@
    median iteration time (summary.json's `iteration_seconds_median`).
 
 Prints predicted vs measured and the ratio; exit 0 when every prediction is
-within --tolerance (20%) of the measurement, 1 otherwise. Everything runs with
+within --tolerance (20%) of the measurement, 1 otherwise -- unless the machine
+was busy with other work: the check measures what other processes used of
+the CPUs while it ran (/proc/stat less its own processes' CPU time), the load
+average and a short CPU probe before and after, and when others used more
+than --max-other-load of the cores its verdict cannot hold: it says so and
+exits 3 (rerun on an idle machine). Everything runs with
 one BLAS thread per rank (OMP_NUM_THREADS=1), so the step benchmark measures
 a worker as the training ranks run it. A few minutes on a 2-core machine.
 """
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The demo's model and data (configs/demo.yaml), as bench step overrides.
@@ -34,6 +41,90 @@ MODEL = ['model.arch=resnet_small', 'model.blocks_per_stage=1', 'model.width=16'
 def mpiexec():
     here = os.path.join(os.path.dirname(sys.executable), 'mpiexec')
     return here if os.path.exists(here) else (shutil.which('mpiexec') or 'mpiexec')
+
+
+# ------------------------------------------------------------------ the machine's load
+
+def cpu_count():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _machine_busy_seconds():
+    """CPU seconds all processes of the machine have run (user+nice+system+irq+softirq)."""
+    with open('/proc/stat') as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    hz = os.sysconf('SC_CLK_TCK')
+    user, nice, system, idle, iowait, irq, softirq = fields[:7]
+    return (user + nice + system + irq + softirq) / float(hz)
+
+
+def _own_seconds():
+    """CPU seconds of this process and its finished children."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        r = resource.getrusage(who)
+        total += r.ru_utime + r.ru_stime
+    return total
+
+
+def loadavg():
+    with open('/proc/loadavg') as f:
+        return float(f.read().split()[0])
+
+
+def cpu_probe(seconds=0.1, repeats=3):
+    """Seconds one core takes for a fixed piece of pure-Python work (best of `repeats`);
+    slower at the end than at the start: the check's processes had company."""
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:   # size the work once, on this core
+        sum(i * i for i in range(10000))
+        n += 1
+    best = float('inf')
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            sum(i * i for i in range(10000))
+        best = min(best, time.perf_counter() - t0)
+    return best / n
+
+
+class LoadMeter(object):
+    """CPU time other processes used while the check ran, in cores.
+
+    start()/stop() around the check: the machine's busy CPU time from
+    /proc/stat, less what this process and its children (waited for by then)
+    used, over the wall time."""
+
+    def start(self):
+        self.cores = cpu_count()
+        self.load_before = loadavg()
+        self.probe_before = cpu_probe()
+        self._t, self._busy, self._own = time.time(), _machine_busy_seconds(), _own_seconds()
+        return self
+
+    def stop(self):
+        wall = max(time.time() - self._t, 1e-9)
+        busy = _machine_busy_seconds() - self._busy
+        own = _own_seconds() - self._own
+        self.wall = wall
+        self.other_cores = max(0.0, (busy - own) / wall)
+        self.load_after = loadavg()
+        self.probe_after = cpu_probe()
+        return self
+
+    def describe(self):
+        return ('other processes used %.2f of %d cores during the check (load average %.2f '
+                'before, %.2f after; CPU probe %.1f ms before, %.1f ms after)'
+                % (self.other_cores, self.cores, self.load_before, self.load_after,
+                   self.probe_before * 1e3, self.probe_after * 1e3))
+
+
+def loaded(other_cores, cores, max_other_load):
+    """Was the machine too busy for a timing verdict? `max_other_load`: a fraction of the cores."""
+    return other_cores > max(0.1, max_other_load * cores)
 
 
 def call(cmd, env, log):
@@ -55,7 +146,11 @@ def main(argv=None):
     ap.add_argument('--tolerance', type=float, default=0.20)
     ap.add_argument('--out', help='working directory (default: a temporary one)')
     ap.add_argument('--json', help='write the table as JSON')
+    ap.add_argument('--max-other-load', type=float, default=0.15,
+                    help='fraction of the cores other processes may use during the check '
+                         'before its verdict cannot hold (default 0.15)')
     args = ap.parse_args(argv)
+    meter = LoadMeter().start()
     workers = [int(w) for w in args.workers.split(',')]
     out = args.out or tempfile.mkdtemp(prefix='pfn15-plan-check-')
     os.makedirs(out, exist_ok=True)
@@ -115,13 +210,27 @@ def main(argv=None):
           '%.2f GB/s (bench allreduce, 2 ranks); %d cores'
           % (step['pfn15_img_per_s'], step['arch'], allreduce['alpha_s'] * 1e6,
              1e-9 / allreduce['beta_s_per_byte'], step['cpu_count']))
-    print('plan_check: %s (tolerance %d%%); files in %s'
-          % ('PASS' if ok else 'FAIL', round(args.tolerance * 100), out))
+    meter.stop()
+    busy = loaded(meter.other_cores, meter.cores, args.max_other_load)
+    print('load: %s' % meter.describe())
+    if busy:
+        verdict = 'INCONCLUSIVE'
+        print('plan_check: %s: the machine was loaded (other processes used more than %d%% '
+              'of its cores), so the measured times are not this machine\'s and the %s above '
+              'cannot hold; rerun on an idle machine. Files in %s'
+              % (verdict, round(args.max_other_load * 100), 'PASS' if ok else 'FAIL', out))
+    else:
+        verdict = 'PASS' if ok else 'FAIL'
+        print('plan_check: %s (tolerance %d%%); files in %s'
+              % (verdict, round(args.tolerance * 100), out))
     if args.json:
         with open(args.json, 'w') as f:
-            json.dump({'rows': rows, 'step': step_json, 'allreduce': ar_json, 'ok': ok}, f,
-                      indent=1)
-    return 0 if ok else 1
+            json.dump({'rows': rows, 'step': step_json, 'allreduce': ar_json, 'ok': ok,
+                       'verdict': verdict, 'other_cores': meter.other_cores,
+                       'cores': meter.cores, 'load_before': meter.load_before,
+                       'load_after': meter.load_after, 'probe_before_s': meter.probe_before,
+                       'probe_after_s': meter.probe_after}, f, indent=1)
+    return 3 if busy else 0 if ok else 1
 
 
 if __name__ == '__main__':

@@ -1,4 +1,6 @@
 #!/bin/bash
+# To run on your cluster, edit the block marked "EDIT HERE" below (account,
+# partition or queue, modules or container, venv); nothing else needs editing.
 # The paper's optimization (configs/32k.yaml: global batch 32,768, 90 epochs)
 # on one node with 8 GPUs. Gradient accumulation makes the 8 workers run the
 # same updates as the paper's 1,024: each accumulates 32768 / (8 x 32) = 128
@@ -15,10 +17,10 @@
 #
 # Walltime and preemption: PBS gives no warning before the walltime, so this
 # script sends itself SIGUSR1 300 s before it and passes it to the training
-# processes, which finish the current iteration, write a checkpoint on every
-# rank and exit 0; the script then submits itself again, to start when this
-# job has ended and continue from that checkpoint (resume=auto). Any other
-# failure ends the job without a resubmission.
+# processes, which finish the current iteration, let rank 0 write the
+# checkpoint (one file) and exit 0; the script then submits itself again, to
+# start when this job has ended and continue from that checkpoint
+# (resume=auto). Any other failure ends the job without a resubmission.
 #
 #PBS -N pfn15-32k-1node
 # One node, 8 GPUs and 8 MPI ranks (one per GPU), 6 cores per rank for
@@ -33,19 +35,53 @@
 #PBS -r y
 #PBS -j oe
 
+# ============================ EDIT HERE: your cluster ============================
+# Project (account) and queue: delete one '#' to turn a line on. (qsub reads
+# the #PBS lines up to the first command: keep them above the settings below.)
+##PBS -A YOUR_ACCOUNT
+##PBS -q YOUR_QUEUE
+# The software, the same in every job script: modules to load (empty: none);
+# an Apptainer/Singularity image to run pfn15 in (empty: none); else the
+# virtual environment where pfn15 is installed (relative to the directory you
+# submit from, or absolute). Each can also be set when submitting.
+PFN15_MODULES="${PFN15_MODULES:-}"        # e.g. "cuda/12.2 openmpi/4.1.5"
+PFN15_CONTAINER="${PFN15_CONTAINER:-}"    # e.g. /images/pfn15.sif
+PFN15_VENV="${PFN15_VENV:-.venv}"
+# ============================= end of the block to edit =============================
+
 set -uo pipefail   # not -e: the training step's exit status is handled below
 cd "${PBS_O_WORKDIR:-.}" || exit 1
 # This file, relative to the repository root, for the resubmission below
 # (PBS runs a copy of it, so $0 is not it).
 JOB_SCRIPT=jobs/pbs/32k-single-node.sh
+if [ -z "${PBS_JOBID:-}" ]; then
+    echo "pfn15: not under PBS (no PBS_JOBID): running as a local job here, with no walltime and no resubmission; submit it with qsub"
+fi
+
+# ---------------------------------------------------------------- software
+# The set-up of the block above (the same in every job script). Every rank
+# runs "${PY[@]}": the venv's python by its full path (the ranks on other
+# nodes need no PATH from this shell), or python inside the container.
+if [ -n "$PFN15_MODULES" ]; then
+    if ! command -v module >/dev/null 2>&1; then
+        echo "pfn15: error: PFN15_MODULES is set but this shell has no 'module' command" >&2
+        exit 2
+    fi
+    # shellcheck disable=SC2086  # a list of module names
+    module load $PFN15_MODULES || { echo "pfn15: error: module load $PFN15_MODULES failed" >&2; exit 2; }
+fi
+if [ -n "$PFN15_CONTAINER" ]; then
+    PY=(apptainer exec --nv "$PFN15_CONTAINER" python)
+elif [ -f "$PFN15_VENV/bin/activate" ]; then
+    # shellcheck source=/dev/null
+    . "$PFN15_VENV/bin/activate"
+    PY=("$VIRTUAL_ENV/bin/python")
+else
+    echo "pfn15: no virtual environment at $PFN15_VENV (PFN15_VENV, in the block at the top); using $(command -v python || echo 'python, not found on PATH')"
+    PY=(python)
+fi
 
 # ---------------------------------------------------------------- environment
-# PBS starts the job in a fresh login shell, not the submitting one: activate
-# the environment where pfn15 is installed (or load your modules here).
-if [ -f .venv/bin/activate ]; then
-    # shellcheck source=/dev/null
-    . .venv/bin/activate
-fi
 # configs/32k.yaml reads data.root from ${IMAGENET_ROOT}: train/<wnid>/*.JPEG
 # and val/<wnid>/*.JPEG (or list files). A node-local copy (NVMe) helps here:
 # 8 GPUs read all of ImageNet every epoch.
@@ -71,14 +107,14 @@ export CHAINERMN_FORCE_ABORT_ON_EXCEPTION=1
 # The stack this node gives the run, checked against the config first
 # (python -m pfn15.env: GPU, CuPy, NCCL, cuDNN, MPI): a broken node fails
 # here in seconds, one line per problem, instead of after the queue wait.
-python -m pfn15.env configs/32k.yaml || exit 2
+"${PY[@]}" -m pfn15.env configs/32k.yaml || exit 2
 
 # mpiexec takes the node from $PBS_NODEFILE (Open MPI through its tm support,
 # MPICH/Intel MPI's Hydra through its PBS support). Every rank sees all 8 GPUs
 # and picks its own by its rank within the node.
 # A checkpoint every 100 updates (under an hour on 8 P100s) instead of the
 # config's 500, so a crash that is not a preemption loses less.
-mpiexec -n 8 python -m pfn15.train configs/32k.yaml out="$OUT_DIR" resume=auto checkpoint.every=100 &
+mpiexec -n 8 "${PY[@]}" -m pfn15.train configs/32k.yaml out="$OUT_DIR" resume=auto checkpoint.every=100 &
 TRAIN_PID=$!
 
 # ---------------------------------------------------------------- preemption

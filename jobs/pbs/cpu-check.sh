@@ -1,4 +1,6 @@
 #!/bin/bash
+# To run on your cluster, edit the block marked "EDIT HERE" below (account,
+# partition or queue, modules or container, venv); nothing else needs editing.
 # A small CPU job to check a cluster set-up before spending GPU hours: 2 nodes
 # x 2 MPI ranks train the demo (configs/demo.yaml: a small ResNet on the
 # scikit-learn digits, no downloads, no GPU) for a few minutes. It checks
@@ -24,19 +26,53 @@
 #PBS -r y
 #PBS -j oe
 
+# ============================ EDIT HERE: your cluster ============================
+# Project (account) and queue: delete one '#' to turn a line on. (qsub reads
+# the #PBS lines up to the first command: keep them above the settings below.)
+##PBS -A YOUR_ACCOUNT
+##PBS -q YOUR_QUEUE
+# The software, the same in every job script: modules to load (empty: none);
+# an Apptainer/Singularity image to run pfn15 in (empty: none); else the
+# virtual environment where pfn15 is installed (relative to the directory you
+# submit from, or absolute). Each can also be set when submitting.
+PFN15_MODULES="${PFN15_MODULES:-}"        # e.g. "cuda/12.2 openmpi/4.1.5"
+PFN15_CONTAINER="${PFN15_CONTAINER:-}"    # e.g. /images/pfn15.sif
+PFN15_VENV="${PFN15_VENV:-.venv}"
+# ============================= end of the block to edit =============================
+
 set -uo pipefail   # not -e: the training step's exit status is handled below
 cd "${PBS_O_WORKDIR:-.}" || exit 1
 # This file, relative to the repository root, for the resubmission below
 # (PBS runs a copy of it, so $0 is not it).
 JOB_SCRIPT=jobs/pbs/cpu-check.sh
+if [ -z "${PBS_JOBID:-}" ]; then
+    echo "pfn15: not under PBS (no PBS_JOBID): running as a local job here, with no walltime and no resubmission; submit it with qsub"
+fi
+
+# ---------------------------------------------------------------- software
+# The set-up of the block above (the same in every job script). Every rank
+# runs "${PY[@]}": the venv's python by its full path (the ranks on other
+# nodes need no PATH from this shell), or python inside the container.
+if [ -n "$PFN15_MODULES" ]; then
+    if ! command -v module >/dev/null 2>&1; then
+        echo "pfn15: error: PFN15_MODULES is set but this shell has no 'module' command" >&2
+        exit 2
+    fi
+    # shellcheck disable=SC2086  # a list of module names
+    module load $PFN15_MODULES || { echo "pfn15: error: module load $PFN15_MODULES failed" >&2; exit 2; }
+fi
+if [ -n "$PFN15_CONTAINER" ]; then
+    PY=(apptainer exec --nv "$PFN15_CONTAINER" python)
+elif [ -f "$PFN15_VENV/bin/activate" ]; then
+    # shellcheck source=/dev/null
+    . "$PFN15_VENV/bin/activate"
+    PY=("$VIRTUAL_ENV/bin/python")
+else
+    echo "pfn15: no virtual environment at $PFN15_VENV (PFN15_VENV, in the block at the top); using $(command -v python || echo 'python, not found on PATH')"
+    PY=(python)
+fi
 
 # ---------------------------------------------------------------- environment
-# PBS starts the job in a fresh login shell, not the submitting one: activate
-# the environment where pfn15 is installed (or load your modules here).
-if [ -f .venv/bin/activate ]; then
-    # shellcheck source=/dev/null
-    . .venv/bin/activate
-fi
 # Per job id, and passed on to the resubmitted job so it continues this run;
 # a new submission starts fresh. On a file system every node shares.
 OUT_DIR="${PFN15_OUT:-results/cpu-check-${PBS_JOBID:-local}}"
@@ -56,12 +92,12 @@ export CHAINERMN_FORCE_ABORT_ON_EXCEPTION=1
 # The stack this node gives the run, checked against the config first
 # (python -m pfn15.env: GPU, CuPy, NCCL, cuDNN, MPI): a broken node fails
 # here in seconds, one line per problem, instead of after the queue wait.
-python -m pfn15.env configs/demo.yaml || exit 2
+"${PY[@]}" -m pfn15.env configs/demo.yaml || exit 2
 
 # 1. MPI across nodes. Every rank must print "of 4". If each says "rank 0 of
 # 1", mpi4py was built against another MPI than this mpiexec (the PyPI mpich
 # wheel, say): MPICC=mpicc pip install --no-binary=mpi4py mpi4py
-mpiexec -n 4 python -c '
+mpiexec -n 4 "${PY[@]}" -c '
 import socket, sys
 from mpi4py import MPI
 c = MPI.COMM_WORLD
@@ -74,7 +110,7 @@ sys.exit(0 if c.size > 1 else "mpi4py sees a world of 1 rank: it does not use th
 # 4 ranks x 32 images = demo.yaml's global batch of 128, without accumulation:
 # the same global batch and schedule as `make demo` (2 ranks x 2 microbatches),
 # so its accuracy should come out close to the demo's.
-mpiexec -n 4 python -m pfn15.train configs/demo.yaml out="$OUT_DIR" resume=auto &
+mpiexec -n 4 "${PY[@]}" -m pfn15.train configs/demo.yaml out="$OUT_DIR" resume=auto &
 TRAIN_PID=$!
 
 # ---------------------------------------------------------------- preemption

@@ -1,4 +1,6 @@
 #!/bin/bash
+# To run on your cluster, edit the block marked "EDIT HERE" below (account,
+# partition or queue, modules or container, venv); nothing else needs editing.
 # The paper's optimization (configs/32k.yaml: global batch 32,768, 90 epochs)
 # on one node with 8 GPUs. Gradient accumulation makes the 8 workers run the
 # same updates as the paper's 1,024: each accumulates 32768 / (8 x 32) = 128
@@ -6,8 +8,8 @@
 # Expect days, not minutes: the job checkpoints and requeues itself at every
 # time limit until the 90 epochs are done.
 #
-# Submit from the repository root, in the environment where pfn15 is
-# installed (sbatch passes the submitting shell's environment to the job):
+# Submit from the repository root (the script activates the environment
+# named in the block below itself):
 #   IMAGENET_ROOT=/data/ILSVRC2012 sbatch jobs/slurm/32k-single-node.sh
 # Checkpoints, logs and summary.json go to results/32k-8gpu (PFN15_OUT=... to
 # change it). tests/test_jobs.py checks that nodes x ranks per node equals the
@@ -16,8 +18,8 @@
 #
 # Time limit and preemption: SLURM sends this script SIGUSR1 300 s before the
 # limit; the script passes it to the training processes, which finish the
-# current iteration, write a checkpoint on every rank and exit 0; the script
-# then requeues the job, which continues from that checkpoint (resume=auto).
+# current iteration, let rank 0 write the checkpoint (one file) and exit 0;
+# the script then requeues the job, which continues from that checkpoint (resume=auto).
 # Any other failure ends the job without a requeue.
 #
 #SBATCH --job-name=pfn15-32k-1node
@@ -37,6 +39,20 @@
 #SBATCH --open-mode=append
 #SBATCH --output=%x-%j.out
 
+# ============================ EDIT HERE: your cluster ============================
+# Account and partition: delete one '#' to turn a line on. (sbatch reads the
+# #SBATCH lines up to the first command: keep them above the settings below.)
+##SBATCH --account=YOUR_ACCOUNT
+##SBATCH --partition=YOUR_PARTITION
+# The software, the same in every job script: modules to load (empty: none);
+# an Apptainer/Singularity image to run pfn15 in (empty: none); else the
+# virtual environment where pfn15 is installed (relative to the directory you
+# submit from, or absolute). Each can also be set when submitting.
+PFN15_MODULES="${PFN15_MODULES:-}"        # e.g. "cuda/12.2 openmpi/4.1.5"
+PFN15_CONTAINER="${PFN15_CONTAINER:-}"    # e.g. /images/pfn15.sif
+PFN15_VENV="${PFN15_VENV:-.venv}"
+# ============================= end of the block to edit =============================
+
 set -uo pipefail   # not -e: the training step's exit status is handled below
 cd "${SLURM_SUBMIT_DIR:-.}" || exit 1
 # Until the training runs, a time-limit warning (SIGUSR1) or a SIGTERM must not
@@ -45,6 +61,41 @@ MAX_REQUEUES="${MAX_REQUEUES:-20}"
 EARLY_SIGNAL=
 trap 'EARLY_SIGNAL=USR1' USR1
 trap 'EARLY_SIGNAL=TERM' TERM
+if [ -z "${SLURM_JOB_ID:-}" ]; then
+    echo "pfn15: not under SLURM (no SLURM_JOB_ID): running as a local job here, with no time limit and no requeue; submit it with sbatch"
+fi
+
+# ---------------------------------------------------------------- software
+# The set-up of the block above (the same in every job script). Every rank
+# runs "${PY[@]}": the venv's python by its full path (the ranks on other
+# nodes need no PATH from this shell), or python inside the container.
+if [ -n "$PFN15_MODULES" ]; then
+    if ! command -v module >/dev/null 2>&1; then
+        echo "pfn15: error: PFN15_MODULES is set but this shell has no 'module' command" >&2
+        exit 2
+    fi
+    # shellcheck disable=SC2086  # a list of module names
+    module load $PFN15_MODULES || { echo "pfn15: error: module load $PFN15_MODULES failed" >&2; exit 2; }
+fi
+if [ -n "$PFN15_CONTAINER" ]; then
+    PY=(apptainer exec --nv "$PFN15_CONTAINER" python)
+elif [ -f "$PFN15_VENV/bin/activate" ]; then
+    # shellcheck source=/dev/null
+    . "$PFN15_VENV/bin/activate"
+    PY=("$VIRTUAL_ENV/bin/python")
+else
+    echo "pfn15: no virtual environment at $PFN15_VENV (PFN15_VENV, in the block at the top); using $(command -v python || echo 'python, not found on PATH')"
+    PY=(python)
+fi
+
+# Requeue this job (it continues from the checkpoint); outside SLURM, say so.
+requeue_job() {
+    if [ -z "${SLURM_JOB_ID:-}" ]; then
+        echo "pfn15: not under SLURM: no requeue; run this script again to continue from the checkpoint"
+        return 0
+    fi
+    scontrol requeue "$SLURM_JOB_ID"
+}
 
 # ---------------------------------------------------------------- environment
 # configs/32k.yaml reads data.root from ${IMAGENET_ROOT}: train/<wnid>/*.JPEG
@@ -72,7 +123,7 @@ export CHAINERMN_FORCE_ABORT_ON_EXCEPTION=1
 # The stack this node gives the run, checked against the config first
 # (python -m pfn15.env: GPU, CuPy, NCCL, cuDNN, MPI): a broken node fails
 # here in seconds, one line per problem, instead of after the queue wait.
-python -m pfn15.env configs/32k.yaml || exit 2
+"${PY[@]}" -m pfn15.env configs/32k.yaml || exit 2
 
 # A signal during the checks above: requeue (USR1) or stop (TERM) before starting.
 if [ "$EARLY_SIGNAL" = USR1 ]; then
@@ -81,7 +132,7 @@ if [ "$EARLY_SIGNAL" = USR1 ]; then
         exit 1
     fi
     echo "pfn15: SIGUSR1 before the training started; requeueing job $SLURM_JOB_ID"
-    scontrol requeue "$SLURM_JOB_ID"
+    requeue_job
     exit 0
 elif [ "$EARLY_SIGNAL" = TERM ]; then
     echo "pfn15: SIGTERM before the training started; nothing to save"
@@ -95,7 +146,7 @@ fi
 # all 8 GPUs (it picks its own by its rank within the node).
 # A checkpoint every 100 updates (under an hour on 8 P100s) instead of the
 # config's 500, so a crash that is not a preemption loses less.
-mpiexec -n 8 python -m pfn15.train configs/32k.yaml out="$OUT_DIR" resume=auto checkpoint.every=100 &
+mpiexec -n 8 "${PY[@]}" -m pfn15.train configs/32k.yaml out="$OUT_DIR" resume=auto checkpoint.every=100 &
 TRAIN_PID=$!
 
 # ---------------------------------------------------------------- preemption
@@ -132,7 +183,7 @@ if [ "$REQUEUE" = 1 ]; then
         exit 1
     fi
     echo "pfn15: checkpoint written; requeueing job $SLURM_JOB_ID"
-    scontrol requeue "$SLURM_JOB_ID"
+    requeue_job
     exit 0
 fi
 exit "$rc"

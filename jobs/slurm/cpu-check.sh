@@ -1,4 +1,6 @@
 #!/bin/bash
+# To run on your cluster, edit the block marked "EDIT HERE" below (account,
+# partition or queue, modules or container, venv); nothing else needs editing.
 # A small CPU job to check a cluster set-up before spending GPU hours: 2 nodes
 # x 2 MPI ranks train the demo (configs/demo.yaml: a small ResNet on the
 # scikit-learn digits, no downloads, no GPU) for a few minutes. It checks
@@ -6,8 +8,8 @@
 # job's environment, that the output directory is writable from every node,
 # and (if you signal it, see below) that preemption and requeue work.
 #
-# Submit from the repository root, in the environment where pfn15 is
-# installed (sbatch passes the submitting shell's environment to the job):
+# Submit from the repository root (the script activates the environment
+# named in the block below itself):
 #   sbatch jobs/slurm/cpu-check.sh
 # Results go to results/cpu-check-JOBID. To test preemption, while it trains:
 #   scancel --batch --signal=USR1 JOBID
@@ -26,6 +28,20 @@
 #SBATCH --open-mode=append
 #SBATCH --output=%x-%j.out
 
+# ============================ EDIT HERE: your cluster ============================
+# Account and partition: delete one '#' to turn a line on. (sbatch reads the
+# #SBATCH lines up to the first command: keep them above the settings below.)
+##SBATCH --account=YOUR_ACCOUNT
+##SBATCH --partition=YOUR_PARTITION
+# The software, the same in every job script: modules to load (empty: none);
+# an Apptainer/Singularity image to run pfn15 in (empty: none); else the
+# virtual environment where pfn15 is installed (relative to the directory you
+# submit from, or absolute). Each can also be set when submitting.
+PFN15_MODULES="${PFN15_MODULES:-}"        # e.g. "cuda/12.2 openmpi/4.1.5"
+PFN15_CONTAINER="${PFN15_CONTAINER:-}"    # e.g. /images/pfn15.sif
+PFN15_VENV="${PFN15_VENV:-.venv}"
+# ============================= end of the block to edit =============================
+
 set -uo pipefail   # not -e: the training step's exit status is handled below
 cd "${SLURM_SUBMIT_DIR:-.}" || exit 1
 # Until the training runs, a time-limit warning (SIGUSR1) or a SIGTERM must not
@@ -34,6 +50,41 @@ MAX_REQUEUES="${MAX_REQUEUES:-3}"
 EARLY_SIGNAL=
 trap 'EARLY_SIGNAL=USR1' USR1
 trap 'EARLY_SIGNAL=TERM' TERM
+if [ -z "${SLURM_JOB_ID:-}" ]; then
+    echo "pfn15: not under SLURM (no SLURM_JOB_ID): running as a local job here, with no time limit and no requeue; submit it with sbatch"
+fi
+
+# ---------------------------------------------------------------- software
+# The set-up of the block above (the same in every job script). Every rank
+# runs "${PY[@]}": the venv's python by its full path (the ranks on other
+# nodes need no PATH from this shell), or python inside the container.
+if [ -n "$PFN15_MODULES" ]; then
+    if ! command -v module >/dev/null 2>&1; then
+        echo "pfn15: error: PFN15_MODULES is set but this shell has no 'module' command" >&2
+        exit 2
+    fi
+    # shellcheck disable=SC2086  # a list of module names
+    module load $PFN15_MODULES || { echo "pfn15: error: module load $PFN15_MODULES failed" >&2; exit 2; }
+fi
+if [ -n "$PFN15_CONTAINER" ]; then
+    PY=(apptainer exec --nv "$PFN15_CONTAINER" python)
+elif [ -f "$PFN15_VENV/bin/activate" ]; then
+    # shellcheck source=/dev/null
+    . "$PFN15_VENV/bin/activate"
+    PY=("$VIRTUAL_ENV/bin/python")
+else
+    echo "pfn15: no virtual environment at $PFN15_VENV (PFN15_VENV, in the block at the top); using $(command -v python || echo 'python, not found on PATH')"
+    PY=(python)
+fi
+
+# Requeue this job (it continues from the checkpoint); outside SLURM, say so.
+requeue_job() {
+    if [ -z "${SLURM_JOB_ID:-}" ]; then
+        echo "pfn15: not under SLURM: no requeue; run this script again to continue from the checkpoint"
+        return 0
+    fi
+    scontrol requeue "$SLURM_JOB_ID"
+}
 
 # ---------------------------------------------------------------- environment
 # Per job id: a requeue keeps the id and continues; a new submission starts
@@ -55,12 +106,12 @@ export CHAINERMN_FORCE_ABORT_ON_EXCEPTION=1
 # The stack this node gives the run, checked against the config first
 # (python -m pfn15.env: GPU, CuPy, NCCL, cuDNN, MPI): a broken node fails
 # here in seconds, one line per problem, instead of after the queue wait.
-python -m pfn15.env configs/demo.yaml || exit 2
+"${PY[@]}" -m pfn15.env configs/demo.yaml || exit 2
 
 # 1. MPI across nodes. Every rank must print "of 4". If each says "rank 0 of
 # 1", mpi4py was built against another MPI than this mpiexec (the PyPI mpich
 # wheel, say): MPICC=mpicc pip install --no-binary=mpi4py mpi4py
-mpiexec -n 4 python -c '
+mpiexec -n 4 "${PY[@]}" -c '
 import socket, sys
 from mpi4py import MPI
 c = MPI.COMM_WORLD
@@ -76,7 +127,7 @@ if [ "$EARLY_SIGNAL" = USR1 ]; then
         exit 1
     fi
     echo "pfn15: SIGUSR1 before the training started; requeueing job $SLURM_JOB_ID"
-    scontrol requeue "$SLURM_JOB_ID"
+    requeue_job
     exit 0
 elif [ "$EARLY_SIGNAL" = TERM ]; then
     echo "pfn15: SIGTERM before the training started; nothing to save"
@@ -87,7 +138,7 @@ fi
 # 4 ranks x 32 images = demo.yaml's global batch of 128, without accumulation:
 # the same global batch and schedule as `make demo` (2 ranks x 2 microbatches),
 # so its accuracy should come out close to the demo's.
-mpiexec -n 4 python -m pfn15.train configs/demo.yaml out="$OUT_DIR" resume=auto &
+mpiexec -n 4 "${PY[@]}" -m pfn15.train configs/demo.yaml out="$OUT_DIR" resume=auto &
 TRAIN_PID=$!
 
 # ---------------------------------------------------------------- preemption
@@ -119,7 +170,7 @@ if [ "$REQUEUE" = 1 ]; then
         exit 1
     fi
     echo "pfn15: checkpoint written; requeueing job $SLURM_JOB_ID"
-    scontrol requeue "$SLURM_JOB_ID"
+    requeue_job
     exit 0
 fi
 exit "$rc"
