@@ -385,6 +385,10 @@ def main(argv=None):
             return 2
     stack = Stack()
     print('\n'.join(stack.lines()), flush=True)
+    from pfn15 import blas_kernel   # a slow BLAS kernel: a problem on any CPU run
+    slow_blas = blas_kernel.problem()
+    if slow_blas:
+        print('pfn15.env: problem: %s' % slow_blas, file=sys.stderr, flush=True)
     if cfg is None:
         return 0
     for note in notes:
@@ -392,7 +396,7 @@ def main(argv=None):
     found = problems(cfg, stack)
     for line in found:
         print('pfn15.env: problem: %s: %s' % (argv[0], line), file=sys.stderr, flush=True)
-    if found:
+    if found or (slow_blas and cfg.train.device == 'cpu'):
         return 2
     from pfn15 import comm as comm_module   # MPI is usable: no problem above
     print('%s (%s): can run on this stack (train.device=%s, communicator %s)'
