@@ -134,9 +134,9 @@ def openblas_info():
     except ImportError:
         return None
     libs = [lib for lib in threadpool_info() if lib.get('internal_api') == 'openblas']
-    numpy_dir = os.path.dirname(os.path.dirname(os.path.abspath(numpy.__file__)))
+    numpy_dir = os.path.dirname(os.path.dirname(os.path.realpath(numpy.__file__)))
     for lib in libs:
-        path = os.path.abspath(lib.get('filepath') or '')
+        path = os.path.realpath(lib.get('filepath') or '')
         if os.path.basename(os.path.dirname(path)).startswith('numpy') and \
                 path.startswith(numpy_dir):
             return lib
