@@ -193,3 +193,19 @@ def test_convbn_honours_stride_and_pad_pairs(stride, pad, ksize):
     assert outs['pfn15'][0].shape == outs['chainer'][0].shape
     for ours, theirs in zip(outs['pfn15'], outs['chainer']):
         numpy.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_batch_normalization_resums_when_the_sample_misses_a_far_mean(monkeypatch):
+    from pfn15.functions import normalization
+    monkeypatch.setattr(normalization, '_shift', lambda x_rows: None)   # a sample near 0
+    rng = numpy.random.RandomState(7)
+    x = (rng.randn(8, 4, 16, 16) + 1000).astype(numpy.float32)
+    gamma, beta = numpy.ones(4, numpy.float32), numpy.zeros(4, numpy.float32)
+    gy = rng.randn(*x.shape).astype(numpy.float32)
+    y_ref, gx_ref, _, _ = _exact_bn(x, gamma, beta, gy)
+    xv = chainer.Variable(x)
+    y = P.batch_normalization(xv, gamma, beta)
+    y.grad = gy
+    y.backward()
+    assert numpy.abs(y.array - y_ref).max() < 2e-5
+    assert numpy.abs(xv.grad - gx_ref).max() < 1e-5 * numpy.abs(gx_ref).max()

@@ -9,11 +9,14 @@ mask comes from the output.
 Training mode (batch statistics): the per-channel sums of d = x - shift and
 d^2 over the (N*H*W, C) rows, then mean = shift + sum(d)/m and
 var = sum(d^2)/m - (sum(d)/m)^2, and y = x*a + b with a = gamma/std,
-b = beta - mean*a (one read of x, one write of y). The shift is the mean of
-a sample of rows: x - shift is exact in float32 near the mean and the
-cancellation is that of (mean - shift)^2 against var, so the variance keeps
-its digits where E[x^2] - E[x]^2 loses them all (a channel mean 1000 times
-its standard deviation). Where the mean is that far from zero the affine
+b = beta - mean*a (one read of x, one write of y). E[x^2] - E[x]^2 in float32
+loses all digits of the variance when a channel's mean is ~1000 standard
+deviations from 0, so where a sample of rows shows a mean more than NEAR_MEAN
+standard deviations from 0 the shift is that sample's mean: x - shift is
+exact in float32 near the mean, and what cancels is (mean - shift)^2 against
+var. Elsewhere the shift is 0 (one pass less); should the statistics then
+show a mean far from 0 the sample missed, they are summed again, shifted by
+it. Where the mean is over FAR_MEAN standard deviations from 0 the affine
 steps use x - shift too. The running averages are updated exactly as
 Chainer's BatchNormalization does:
   avg_mean = decay*avg_mean + (1-decay)*mean,
@@ -93,6 +96,11 @@ def _sum_parts(parts):
     s = sum(p[0] for p in parts)
     d = sum(p[1] for p in parts) if parts[0][1] is not None else None
     return s, d
+
+
+def _near(mean, var):
+    """Whether every channel's |mean| is within 2*NEAR_MEAN standard deviations."""
+    return bool(numpy.all(mean * mean <= 4 * NEAR_MEAN ** 2 * var))
 
 
 def _far(mean, inv_std):
@@ -184,11 +192,11 @@ class BatchNormalization(function_node.FunctionNode):
         x_rows = xh.reshape(-1, xh.shape[3])
         m = x_rows.shape[0]
         shift = _shift(x_rows)
-        sums, squares = _sum_parts(over_ranges(
-            lambda lo, hi: _channel_sums(x_rows, shift, None, lo, hi), m, x_rows.nbytes))
-        offset = sums / m                       # mean - shift
-        mean = offset if shift is None else shift + offset
-        var = numpy.maximum(squares / m - offset * offset, 0.0)
+        mean, var, offset = self._statistics(x_rows, shift)
+        if shift is None and not _near(mean, var):
+            # The sample missed a mean far from zero: once more from the mean found.
+            shift = mean.astype(x.dtype)
+            mean, var, offset = self._statistics(x_rows, shift)
         inv_std = 1.0 / numpy.sqrt(var + self.eps)
         a = gamma.astype(numpy.float64) * inv_std
         if shift is not None and _far(mean, inv_std):
@@ -207,6 +215,16 @@ class BatchNormalization(function_node.FunctionNode):
         if self.relu:
             self.retain_outputs((0,))
         return y,
+
+    @staticmethod
+    def _statistics(x_rows, shift):
+        """Per-channel mean, variance and mean - shift (float64)."""
+        m = x_rows.shape[0]
+        sums, squares = _sum_parts(over_ranges(
+            lambda lo, hi: _channel_sums(x_rows, shift, None, lo, hi), m, x_rows.nbytes))
+        offset = sums / m
+        mean = offset if shift is None else shift + offset
+        return mean, numpy.maximum(squares / m - offset * offset, 0.0), offset
 
     def backward(self, indexes, grad_outputs):
         x, gamma = (v.array for v in self.get_retained_inputs())
