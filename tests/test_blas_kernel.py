@@ -155,7 +155,8 @@ def test_env_prints_a_weaker_kernel_as_a_problem():
     if BEST in (None, 'Prescott'):
         pytest.skip('no instruction set above SSE3 here: no weaker kernel to force')
     env = {k: v for k, v in os.environ.items() if k not in (blas_kernel.VAR, blas_kernel.MARK)}
-    env.update(OPENBLAS_CORETYPE='Prescott', PYTHONPATH=ROOT + os.pathsep + env.get('PYTHONPATH', ''))
+    env.update(OPENBLAS_CORETYPE='Prescott',
+               PYTHONPATH=ROOT + os.pathsep + env.get('PYTHONPATH', ''))
     r = subprocess.run([sys.executable, '-m', 'pfn15.env'], env=env, stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, text=True, timeout=120)
     if 'openblas' not in r.stdout:
