@@ -11,13 +11,14 @@ d^2 over the (N*H*W, C) rows, then mean = shift + sum(d)/m and
 var = sum(d^2)/m - (sum(d)/m)^2, and y = x*a + b with a = gamma/std,
 b = beta - mean*a (one read of x, one write of y). E[x^2] - E[x]^2 in float32
 loses all digits of the variance when a channel's mean is ~1000 standard
-deviations from 0, so where a sample of rows shows a mean more than NEAR_MEAN
-standard deviations from 0 the shift is that sample's mean: x - shift is
-exact in float32 near the mean, and what cancels is (mean - shift)^2 against
-var. Elsewhere the shift is 0 (one pass less); should the statistics then
-show a mean far from 0 the sample missed, they are summed again, shifted by
-it. Where the mean is over FAR_MEAN standard deviations from 0 the affine
-steps use x - shift too. The running averages are updated exactly as
+deviations from 0; the shift, the mean of a strided sample of rows, is near
+the mean, x - shift is exact in float32 there, and what cancels is only
+(mean - shift)^2 against var. (Should the sample miss the mean by over
+FAR_SHIFT standard deviations, the sums are redone from the mean found.)
+Always shifted: a shift taken or not by a threshold would make runs that
+differ only in summation order take different paths. Where the mean is over
+FAR_MEAN standard deviations from 0 the affine steps use x - shift too. The
+running averages are updated exactly as
 Chainer's BatchNormalization does:
   avg_mean = decay*avg_mean + (1-decay)*mean,
   avg_var  = decay*avg_var  + (1-decay)*m/(m-1)*var   (m = N*H*W).
@@ -44,40 +45,34 @@ from pfn15.functions._parallel import chunk_rows, in_chunks, over_ranges
 
 # Rows of the sample whose mean is the shift (strided over the whole batch).
 SHIFT_SAMPLE = 64
-# Sums of x and x^2 lose about log2(1 + (mean/std)^2) bits to the cancellation:
-# below NEAR_MEAN (a sample's estimate) they are summed unshifted (one pass
-# less; 2.3 bits at most), above it x - shift is summed.
-NEAR_MEAN = 2.0
+# Should the statistics show a mean more than FAR_SHIFT standard deviations
+# from the shift (a sample that missed it), they are summed again from the mean.
+FAR_SHIFT = 4.0
 # Above this |mean|/std the affine steps subtract the shift first: x*a + b
 # would lose log2(ratio) bits of y to the rounding of x*a.
 FAR_MEAN = 64.0
 
 
 def _shift(x_rows):
-    """A per-channel value near the mean (the mean of a strided row sample) where
-    some channel's mean is far from zero for its spread; None where none is."""
+    """A per-channel value near the mean: the mean of a strided row sample."""
     step = max(1, len(x_rows) // SHIFT_SAMPLE)
-    sample = x_rows[::step][:SHIFT_SAMPLE].astype(numpy.float64)
-    mean = sample.mean(axis=0)
-    if numpy.all(numpy.abs(mean) <= NEAR_MEAN * sample.std(axis=0)):
-        return None
-    return mean.astype(x_rows.dtype)
+    sample = x_rows[::step][:SHIFT_SAMPLE]
+    return sample.mean(axis=0, dtype=numpy.float64).astype(x_rows.dtype)
 
 
 def _channel_sums(x, shift, g=None, lo=0, hi=None):
     """Per-column (sum(v), sum(v*d)) over rows lo..hi of an (M, C) matrix x (float64),
-    d = x - shift (x where shift is None), v = g's rows if g is given, else d."""
+    d = x - shift, v = g's rows if g is given, else d."""
     c = x.shape[1]
     hi = x.shape[0] if hi is None else hi
     step = chunk_rows(c * x.itemsize)
-    if shift is not None:
-        shift = _tiled(shift, x.dtype, c * x.itemsize, hi - lo)
-        d = numpy.empty_like(shift)
+    shift = _tiled(shift, x.dtype, c * x.itemsize, hi - lo)
+    d = numpy.empty_like(shift)
     s = numpy.zeros(c)
     p = numpy.zeros(c)
     for i in range(lo, hi, step):
         j = min(i + step, hi)
-        di = x[i:j] if shift is None else numpy.subtract(x[i:j], shift[:j - i], out=d[:j - i])
+        di = numpy.subtract(x[i:j], shift[:j - i], out=d[:j - i])
         v = di if g is None else g[i:j]
         s += numpy.add.reduce(v, axis=0)
         p += numpy.einsum('mc,mc->c', v, di)
@@ -96,11 +91,6 @@ def _sum_parts(parts):
     s = sum(p[0] for p in parts)
     d = sum(p[1] for p in parts) if parts[0][1] is not None else None
     return s, d
-
-
-def _near(mean, var):
-    """Whether every channel's |mean| is within 2*NEAR_MEAN standard deviations."""
-    return bool(numpy.all(mean * mean <= 4 * NEAR_MEAN ** 2 * var))
 
 
 def _far(mean, inv_std):
@@ -193,13 +183,12 @@ class BatchNormalization(function_node.FunctionNode):
         m = x_rows.shape[0]
         shift = _shift(x_rows)
         mean, var, offset = self._statistics(x_rows, shift)
-        if shift is None and not _near(mean, var):
-            # The sample missed a mean far from zero: once more from the mean found.
-            shift = mean.astype(x.dtype)
+        if numpy.any(offset * offset > FAR_SHIFT ** 2 * var):
+            shift = mean.astype(x.dtype)   # the sample missed the mean: once more from it
             mean, var, offset = self._statistics(x_rows, shift)
         inv_std = 1.0 / numpy.sqrt(var + self.eps)
         a = gamma.astype(numpy.float64) * inv_std
-        if shift is not None and _far(mean, inv_std):
+        if _far(mean, inv_std):
             y = _affine(x_rows, a, beta - offset * a, self.relu, xh.shape, shift)
         else:
             y = _affine(x_rows, a, beta - mean * a, self.relu, xh.shape)
@@ -223,7 +212,7 @@ class BatchNormalization(function_node.FunctionNode):
         sums, squares = _sum_parts(over_ranges(
             lambda lo, hi: _channel_sums(x_rows, shift, None, lo, hi), m, x_rows.nbytes))
         offset = sums / m
-        mean = offset if shift is None else shift + offset
+        mean = shift + offset
         return mean, numpy.maximum(squares / m - offset * offset, 0.0), offset
 
     def backward(self, indexes, grad_outputs):
@@ -231,12 +220,12 @@ class BatchNormalization(function_node.FunctionNode):
         mean, inv_std, shift = self.mean, self.inv_std, self.shift
         x_rows, g, gbeta, gd_dot = _backward_sums(self, x, grad_outputs, shift)
         m = x_rows.shape[0]
-        ggamma = (gd_dot - (mean - (0.0 if shift is None else shift)) * gbeta) * inv_std
+        ggamma = (gd_dot - (mean - shift) * gbeta) * inv_std
         gx = None
         if 0 in indexes:
             # gx = gamma*inv_std * (g - gbeta/m - xhat*ggamma/m), xhat = (x-mean)*inv_std,
             #    = g*a + (x - s)*b + c, s = shift where the mean is far from 0, else 0
-            far = shift is not None and _far(mean, inv_std)
+            far = _far(mean, inv_std)
             s = shift if far else 0.0
             a = gamma.astype(numpy.float64) * inv_std
             b = -a * inv_std * ggamma / m
@@ -298,12 +287,11 @@ class FixedBatchNormalization(function_node.FunctionNode):
         x, gamma, mean, _ = (v.array for v in self.get_retained_inputs())
         mean = mean.astype(numpy.float64)
         inv_std = self.inv_std
-        near = numpy.all(numpy.abs(mean) * inv_std <= NEAR_MEAN)
-        shift = None if near else mean.astype(x.dtype)
+        shift = mean.astype(x.dtype)
         x_rows, g, gbeta, gd_dot = _backward_sums(self, x, grad_outputs, shift)
         a = gamma.astype(numpy.float64) * inv_std
         # sum(g * xhat) = (sum(g*(x - shift)) - (mean - shift)*sum(g)) * inv_std
-        ggamma = (gd_dot - (mean - (0.0 if near else shift)) * gbeta) * inv_std
+        ggamma = (gd_dot - (mean - shift) * gbeta) * inv_std
         gx = None
         if 0 in indexes:
             gx = nchw(numpy.multiply(g, a.astype(g.dtype)).reshape(nhwc(x).shape))
