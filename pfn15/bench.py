@@ -287,9 +287,11 @@ def print_step(r):
                  'products split over them by pfn15, BLAS on one each'
                  if r.get('products_split') else 'products on BLAS\'s threads'))
         b = r.get('blas') or {}
-        print('  OpenBLAS %s kernel: %s (%s; this CPU supports %s)'
+        print('  OpenBLAS %s kernel: %s (%s; this CPU: %s, core type %s)'
               % (b.get('version'), b.get('architecture'), b.get('why'),
-                 b.get('cpu_best') or "no AVX-512 rule: OpenBLAS's choice"))
+                 b.get('cpu_level'), b.get('cpu_best')))
+        if b.get('problem'):
+            print('  problem: %s' % b['problem'])
     print('  model: %d parameters in %d arrays (%.1f MB of float32 gradients)'
           % (r['param_count'], r['param_arrays'], r['param_bytes'] / 1e6))
     if r.get('torch_peer') is not None:

@@ -449,6 +449,10 @@ def main(argv=None):
     stack = Stack()
     print('\n'.join(stack.lines()), flush=True)
     found = install_problems(stack)
+    from pfn15 import blas_kernel   # a slow BLAS kernel: a problem on any CPU run
+    slow_blas = blas_kernel.problem() if 'NumPy' not in stack.missing else None
+    if slow_blas:
+        print('pfn15.env: problem: %s' % slow_blas, file=sys.stderr, flush=True)
     if config_unread:
         print('note: %s was not checked: the config cannot be read without PyYAML (%s)'
               % (argv[0], config_unread))
@@ -459,7 +463,7 @@ def main(argv=None):
                   if line not in found]
     for line in found:
         print('pfn15.env: problem: %s' % line, file=sys.stderr, flush=True)
-    if found:
+    if found or (slow_blas and cfg is not None and cfg.train.device == 'cpu'):
         return errors.USER_ERROR
     if cfg is None:
         return 0

@@ -74,8 +74,10 @@ def test_step_smoke(tmp_path):
     assert d['peak_memory_mb'] > 0 and d['param_arrays'] > 0 and d['param_count'] > 0
     # Which CPU functions and which OpenBLAS kernel ran (pfn15/functions, blas_kernel).
     assert d['cpu_functions'] == 'pfn15' and 'CPU functions of (a) and (b)' in p.stdout
-    assert set(d['blas']) >= {'architecture', 'version', 'coretype', 'why', 'weaker'}
+    assert set(d['blas']) >= {'architecture', 'version', 'coretype', 'why', 'weaker', 'problem'}
     assert 'OpenBLAS' in p.stdout
+    # A kernel weaker than the CPU's best is reported with its fix (blas_kernel.problem).
+    assert bool(d['blas']['problem']) == ('  problem: ' in p.stdout) == d['blas']['weaker']
 
 
 def test_data_figures_print_labelled_and_rounded(capsys):

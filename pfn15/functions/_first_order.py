@@ -29,11 +29,15 @@ class FirstOrderOnly(function_node.FunctionNode):
 
 def wrap(node, indexes, grads, grad_outputs):
     """Return `grads` (one array per input of `node`, or None) for the requested
-    `indexes` as Variables from one FirstOrderOnly node fed by `grad_outputs`."""
+    `indexes` as Variables from one FirstOrderOnly node fed by `grad_outputs` and
+    by what `node` retained: its gradients depend on those, so a second-order
+    request reaches FirstOrderOnly (and raises) even where `grad_outputs` are
+    constants."""
     wanted = [i for i in indexes if grads[i] is not None]
     if not wanted:
         return tuple(None for _ in indexes)
-    inputs = [g for g in grad_outputs if g is not None]
+    inputs = list(node.get_retained_inputs()) + list(node.get_retained_outputs())
+    inputs += [g for g in grad_outputs if g is not None]
     outs = FirstOrderOnly([grads[i] for i in wanted], node.label).apply(inputs)
     by_index = dict(zip(wanted, outs))
     return tuple(by_index.get(i) for i in indexes)

@@ -8,6 +8,7 @@ arrays are handled as channels-last rows split over the threads
 """
 import numpy
 from chainer import function_node
+from chainer.utils import force_array, type_check
 
 from pfn15.functions import _first_order
 from pfn15.functions._layout import nchw, nhwc
@@ -17,7 +18,7 @@ from pfn15.functions._parallel import over_ranges
 def _relu_grad(gy, y):
     """gy where y > 0, else 0. A multiply by the mask: numpy.where measured 5-8x slower."""
     if gy.ndim != 4:
-        return numpy.multiply(gy, y > 0, dtype=gy.dtype)
+        return force_array(numpy.multiply(gy, y > 0, dtype=gy.dtype))
     g, yr = nhwc(gy), nhwc(y)
     out = numpy.empty(g.shape, g.dtype)
 
@@ -30,10 +31,13 @@ def _relu_grad(gy, y):
 class ReLU(function_node.FunctionNode):
     """y = max(x, 0)."""
 
+    def check_type_forward(self, in_types):
+        type_check.expect(in_types.size() == 1, in_types[0].dtype.kind == 'f')
+
     def forward_cpu(self, inputs):
         x, = inputs
         self.retain_outputs((0,))
-        return numpy.maximum(x, 0, dtype=x.dtype),
+        return force_array(numpy.maximum(x, 0, dtype=x.dtype)),
 
     def backward(self, indexes, grad_outputs):
         y = self.get_retained_outputs()[0].array
@@ -44,14 +48,16 @@ class ReLU(function_node.FunctionNode):
 class AddReLU(function_node.FunctionNode):
     """y = max(a + b, 0)."""
 
+    def check_type_forward(self, in_types):
+        type_check.expect(in_types.size() == 2)
+        a, b = in_types
+        type_check.expect(a.dtype.kind == 'f', a.dtype == b.dtype, a.shape == b.shape)
+
     def forward_cpu(self, inputs):
         a, b = inputs
-        if a.shape != b.shape:
-            raise ValueError('pfn15.functions.add_relu: shapes %s and %s differ'
-                             % (a.shape, b.shape))
         self.retain_outputs((0,))
         if a.ndim != 4:
-            y = numpy.add(a, b)
+            y = force_array(numpy.add(a, b))
             numpy.maximum(y, 0, out=y)
             return y,
         a, b = nhwc(a), nhwc(b)

@@ -8,6 +8,7 @@ convolution reads it without a copy (Chainer's comes back NCHW).
 """
 import numpy
 from chainer import function_node
+from chainer.utils import type_check
 
 from pfn15.functions import _first_order
 from pfn15.functions._layout import nchw, nhwc
@@ -35,6 +36,10 @@ class MaxPooling2D(function_node.FunctionNode):
         if self.p >= self.k:
             raise ValueError('pfn15.functions.max_pooling_2d: pad %d >= ksize %d'
                              % (self.p, self.k))
+
+    def check_type_forward(self, in_types):
+        type_check.expect(in_types.size() == 1, in_types[0].dtype.kind == 'f',
+                          in_types[0].ndim == 4)
 
     def forward_cpu(self, inputs):
         x, = inputs

@@ -54,7 +54,7 @@ class ConvBN(chainer.Chain):
         """bn(conv(x)), then ReLU when relu=True."""
         conv = self.conv
         if cpu_functions == 'pfn15' and P.usable(x, conv.W, self.bn.gamma):
-            h = P.convolution_2d(x, conv.W, conv.stride[0], conv.pad[0])
+            h = P.convolution_2d(x, conv.W, conv.stride, conv.pad)
             return _bn(self.bn, h, relu)
         h = self.bn(conv(x))
         return F.relu(h) if relu else h
