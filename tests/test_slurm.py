@@ -49,10 +49,10 @@ def slurm(tmp_path_factory):
     cluster.stop()
 
 
-def submit(slurm, out_dir, bin_first=None):
+def submit(slurm, out_dir, bin_first=None, **extra_env):
     path = os.path.dirname(sys.executable) + os.pathsep + os.environ['PATH']
     env = dict(slurm.env, PFN15_OUT=out_dir,
-               PATH=(bin_first + os.pathsep + path) if bin_first else path)
+               PATH=(bin_first + os.pathsep + path) if bin_first else path, **extra_env)
     log = os.path.join(out_dir + '-slurm.out')
     r = slurm.run(['sbatch', '--parsable', '--output=' + log, SCRIPT], cwd=ROOT, env=env)
     return r.stdout.strip().split(';')[0], log
@@ -145,11 +145,16 @@ def test_time_limit_signal_during_the_stack_check_requeues_before_training(
         slurm, uninterrupted, tmp_path_factory):
     base = tmp_path_factory.mktemp('cpu-check')
     out = str(base / 'early')
-    # `python` first on the job's PATH: on the first run, the stack check asks
-    # SLURM to signal the batch script (real slurmd delivery), and gives the
-    # signal time to arrive while the check still runs; then the real python.
-    bin_dir = base / 'bin'
-    bin_dir.mkdir()
+    # The job's venv (PFN15_VENV, the script's edit block) holds a `python` that,
+    # on the first run, has the stack check ask SLURM to signal the batch script
+    # (real slurmd delivery), and gives the signal time to arrive while the
+    # check still runs; then, and for every other call, the real python.
+    venv = base / 'venv'
+    bin_dir = venv / 'bin'
+    bin_dir.mkdir(parents=True)
+    (bin_dir / 'activate').write_text(
+        'VIRTUAL_ENV=%s\nPATH="$VIRTUAL_ENV/bin:$PATH"\nexport VIRTUAL_ENV PATH\n'
+        % shlex.quote(str(venv)))
     wrapper = bin_dir / 'python'
     wrapper.write_text(
         '#!/bin/bash\n'
@@ -160,7 +165,7 @@ def test_time_limit_signal_during_the_stack_check_requeues_before_training(
         'exec %s "$@"\n' % shlex.quote(sys.executable))
     wrapper.chmod(0o755)
     t0 = time.time()
-    job_id, log = submit(slurm, out, bin_first=str(bin_dir))
+    job_id, log = submit(slurm, out, bin_first=str(bin_dir), PFN15_VENV=str(venv))
     job, text = wait_done(slurm, job_id, log, restarts=1)
     print('cpu-check.sh on SLURM, signalled before the launch: %.1f s' % (time.time() - t0))
     assert job['JobState'] == 'COMPLETED' and job['ExitCode'] == '0:0', text[-3000:]
