@@ -10,7 +10,9 @@ Every link is created with its input size, so the model has all its
 parameters at construction: ChainerMN can broadcast them before the first
 update and checkpoints never meet uninitialized parameters.
 
-On CPU (NumPy float32/float64 arrays) the forward pass runs pfn15's CPU
+On CPU with cpu_functions='onednn' (the config's default) the forward pass
+runs on oneDNN (pfn15/functions/onednn, docs/onednn.md), in bfloat16 with
+cpu_bf16; with 'pfn15' (and for float64 arrays) it runs pfn15's CPU
 functions (pfn15/functions: channels-last convolution as matrix products,
 BN fused with the ReLU that follows it, the residual add fused with its ReLU)
 through the same links and parameters; `cpu_functions='chainer'` keeps
