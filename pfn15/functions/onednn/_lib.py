@@ -84,6 +84,10 @@ def load():
     with _lock:
         if _lib is not None or _load_error is not None:
             return _lib
+        # GNU OpenMP's threads spin after each parallel region unless told otherwise
+        # (read once, when libgomp loads); on a shared or oversubscribed node a
+        # spinning team holds cores another rank or process needs.
+        os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
         errors = []
         for path in _candidates():
             if os.path.isabs(path) and not os.path.exists(path):
