@@ -259,7 +259,8 @@ def _step(model, x, t):
     return float(loss.array)
 
 
-@pytest.mark.parametrize('arch', ['resnet_small', 'resnet50'])
+@pytest.mark.parametrize('arch', ['resnet_small',
+                                  pytest.param('resnet50', marks=pytest.mark.slow)])
 def test_a_whole_resnet_step_equals_chainers(arch):
     rng = numpy.random.default_rng(1)
     numpy.random.seed(1)
