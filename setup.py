@@ -41,6 +41,9 @@ setup(
         'Pillow>=9',                 # JPEG decoding
         'scikit-learn>=1.0',         # load_digits: the demo's real, bundled images
         'matplotlib>=3.5',           # PlotReport's PNGs
+        # oneDNN 3.2 (libdnnl.so.3, GNU OpenMP): the CPU convolutions and BN
+        # (pfn15/functions/onednn, through ctypes; docs/onednn.md).
+        'onednn-cpu-gomp==2023.2.0; platform_system == "Linux" and platform_machine == "x86_64"',
     ],
     extras_require={
         # GPU stacks: everything from PyPI, for a node with only an NVIDIA driver

@@ -167,7 +167,13 @@ def _cpu_peer_session(args, cfg, classes, in_channels):
     return bench_torch.cpu_session(
         args.batch, args.size, classes=classes, in_channels=in_channels, lr=cfg.base_lr(),
         momentum=cfg.optimizer.momentum, weight_decay=cfg.optimizer.weight_decay,
-        seed=cfg.seed, channels_last=True)
+        seed=cfg.seed, channels_last=True, amp=_cpu_bf16(cfg))
+
+
+def _cpu_bf16(cfg):
+    """Whether (a) and (b) compute in bf16 on this CPU (then the peer autocasts to bf16)."""
+    from pfn15 import models
+    return models.cpu_choice(cfg)[1]
 
 
 def run_step(args):
@@ -246,7 +252,7 @@ def run_step(args):
         # Process-wide, so (a) and (b) alike (pfn15/cpu.py; train.keep_freed_memory).
         'keep_freed_memory': bool(cpu.applied()),
         # Both loops' models run these (pfn15/functions on CPU unless 'chainer').
-        'cpu_functions': cfg.model.cpu_functions if device < 0 else 'chainer (GPU)',
+        'cpu_functions': _cpu_functions(cfg) if device < 0 else 'chainer (GPU)',
     }
     if device < 0:
         from pfn15 import blas_kernel
@@ -268,6 +274,12 @@ def run_step(args):
         result['peak_memory_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
         result['peak_memory_what'] = 'max resident set size of the process (both loops)'
     return result
+
+
+def _cpu_functions(cfg):
+    from pfn15 import models
+    functions, bf16, _ = models.cpu_choice(cfg)
+    return functions + (' (bf16)' if bf16 else '')
 
 
 def print_step(r):

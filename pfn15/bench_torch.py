@@ -244,7 +244,7 @@ def _measure(torch, dev, amp, amp_dtype, fmt, batch, size, iters, blocks, warmup
 
 
 def cpu_session(batch, size, classes=1000, in_channels=3, lr=0.1, momentum=0.9,
-                weight_decay=1e-4, seed=0, channels_last=True):
+                weight_decay=1e-4, seed=0, channels_last=True, amp=False):
     """A CPU peer to time block by block (`step()`, then `result(rates, iters, blocks,
     warmup)`), or the 'skipped' dict when torch is not importable."""
     ok, why = available()
@@ -252,7 +252,9 @@ def cpu_session(batch, size, classes=1000, in_channels=3, lr=0.1, momentum=0.9,
         return _skipped(why, device='cpu')
     import torch
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return _Session(torch, 'cpu', False, None, fmt, batch, size, channels_last, classes,
+    # amp: torch.autocast('cpu', dtype=torch.bfloat16), the peer of pfn15's CPU bf16.
+    return _Session(torch, 'cpu', bool(amp), torch.bfloat16 if amp else None, fmt, batch,
+                    size, channels_last, classes,
                     in_channels, lr, momentum, weight_decay, seed)
 
 

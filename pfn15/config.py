@@ -71,11 +71,13 @@ class ModelConfig:
     width: int = field(default=16, metadata=_fixed({'min': 1}))
     # Goyal et al.: gamma of each residual block's last BN starts at 0 [paper].
     zero_init_last_bn_gamma: bool = field(default=True, metadata=_same())
-    # On CPU: 'pfn15' runs pfn15/functions (channels-last convolution as matrix
-    # products, fused BN+ReLU; a ResNet-50 step 1.8x faster, same links and params);
-    # 'chainer' keeps Chainer's own functions, for comparison. GPU always uses
-    # Chainer's (cuDNN).
-    cpu_functions: str = field(default='pfn15', metadata=_free(_choices('pfn15', 'chainer')))
+    # On CPU: 'onednn' runs pfn15/functions/onednn (oneDNN's convolutions, BN+ReLU,
+    # pooling; docs/onednn.md), falling back to 'pfn15' where oneDNN does not load;
+    # 'pfn15' runs pfn15/functions (channels-last convolution as matrix products,
+    # fused BN+ReLU); 'chainer' keeps Chainer's own functions, for comparison. GPU
+    # always uses Chainer's (cuDNN).
+    cpu_functions: str = field(default='onednn',
+                               metadata=_free(_choices('onednn', 'pfn15', 'chainer')))
 
 
 @dataclass
@@ -211,6 +213,9 @@ class TrainConfig:
     eval_every: float = field(default=1.0, metadata=_free({'min': 0.0}))   # epochs
     log_every: int = field(default=10, metadata=_free({'min': 1}))         # iterations
     device: str = field(default='cpu', metadata=_free(_choices('cpu', 'gpu')))
+    # mixed16: float16 with float32 master weights on GPU; on CPU bfloat16 convolutions
+    # and BN through oneDNN (model.cpu_functions=onednn; docs/onednn.md), float32
+    # master weights and loss.
     dtype: str = field(default='float32', metadata=_same(_choices('float32', 'mixed16')))
     progress_bar: bool = field(default=True, metadata=_free())
     # Stop on a non-finite loss or gradient (the last good checkpoint is kept).
@@ -577,8 +582,6 @@ def validate(cfg, workers=None, check_paths=True):
         raise ConfigError('data.std', 'entries must be > 0')
     if d.min_aspect > d.max_aspect:
         raise ConfigError('data.min_aspect', 'must be <= data.max_aspect')
-    if cfg.train.dtype == 'mixed16' and cfg.train.device != 'gpu':
-        raise ConfigError('train.dtype', 'mixed16 needs train.device=gpu')
     if d.decoder == 'dali':
         if d.dataset != 'imagenet':
             raise ConfigError('data.decoder', 'dali decodes JPEGs; data.dataset=%s has none '

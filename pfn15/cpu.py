@@ -100,6 +100,8 @@ def set_threads(requested, ranks_on_node, split_products=False):
     blas_kernel.check()
     n = requested or threads_from_environment() or \
         max(1, (os.cpu_count() or 1) // max(1, ranks_on_node))
+    from pfn15.functions.onednn import _lib as onednn_lib
+    onednn_lib.set_threads(n)   # oneDNN's OpenMP team: the same share
     try:
         from threadpoolctl import threadpool_limits   # ships with scikit-learn
     except ImportError:

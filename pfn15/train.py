@@ -127,12 +127,17 @@ def build(cfg, comm):
         from pfn15.env import check_cudnn
         check_cudnn(cfg, comm)   # im2col instead of cuDNN: say so once, or stop
     else:
-        # With pfn15's functions the rank's threads split the products (BLAS: one).
+        # With pfn15's functions the rank's threads split the products (BLAS: one);
+        # oneDNN gets the same count for its OpenMP team.
+        functions, _, notice = models.cpu_choice(cfg)
+        if notice and comm.rank == 0:
+            print('pfn15: %s' % notice, flush=True)
         cpu.set_threads(cfg.train.cpu_threads, comm.intra_size,
-                        split_products=cfg.model.cpu_functions == 'pfn15')
+                        split_products=functions in ('pfn15', 'onednn'))
         if cfg.train.keep_freed_memory:
             cpu.keep_freed_memory()   # before the model and data allocate
-    if cfg.train.dtype == 'mixed16':
+    gpu_mixed16 = cfg.train.dtype == 'mixed16' and device >= 0
+    if gpu_mixed16:   # on CPU the model computes bf16 itself (models.cpu_choice)
         chainer.global_config.dtype = chainer.mixed16
 
     # Data: rank 0 lists and broadcasts; every rank holds the whole training
@@ -159,7 +164,7 @@ def build(cfg, comm):
         model.to_gpu(device)
 
     optimizer = optimizers.build(cfg.optimizer, model, lr=cfg.base_lr())
-    if cfg.train.dtype == 'mixed16':
+    if gpu_mixed16:
         optimizer.loss_scaling()      # dynamic loss scaling for float16 gradients
         optimizer.use_fp32_update()   # float32 master weights
     if cfg.train.check_finite:

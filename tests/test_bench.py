@@ -73,7 +73,7 @@ def test_step_smoke(tmp_path):
     assert d['ratio'] == pytest.approx(d['pfn15_img_per_s'] / d['bare_img_per_s'])
     assert d['peak_memory_mb'] > 0 and d['param_arrays'] > 0 and d['param_count'] > 0
     # Which CPU functions and which OpenBLAS kernel ran (pfn15/functions, blas_kernel).
-    assert d['cpu_functions'] == 'pfn15' and 'CPU functions of (a) and (b)' in p.stdout
+    assert d['cpu_functions'] == 'onednn' and 'CPU functions of (a) and (b)' in p.stdout
     assert set(d['blas']) >= {'architecture', 'version', 'coretype', 'why', 'weaker', 'problem'}
     assert 'OpenBLAS' in p.stdout
     # A kernel weaker than the CPU's best is reported with its fix (blas_kernel.problem).

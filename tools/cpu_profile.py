@@ -1,7 +1,8 @@
 """Where a CPU ResNet-50 step spends its time, per Chainer function (TimerHook),
-with Chainer's functions and with pfn15's, side by side.
+with Chainer's functions, pfn15's and oneDNN's, side by side.
 
     python tools/cpu_profile.py [--batch 16] [--size 160] [--steps 2]
+        [--functions chainer,pfn15,onednn,onednn-bf16]
 
 One forward/backward/MomentumSGD step of the same model (bench step's) per
 setting of model.cpu_functions, after one untimed step, averaged over --steps.
@@ -58,9 +59,13 @@ class ExclusiveTimerHook(TimerHook):
 
 def profile(cpu_functions, batch, size, steps, classes=10):
     # The rank's threads as training sets them: pfn15's functions split the products.
+    # 'onednn-bf16': oneDNN in bfloat16 (train.dtype=mixed16 on CPU).
+    bf16 = cpu_functions == 'onednn-bf16'
+    cpu_functions = 'onednn' if bf16 else cpu_functions
     cpu.set_threads(0, 1, split_products=cpu_functions == 'pfn15')
     numpy.random.seed(0)
-    model = L.Classifier(models.resnet50(classes, 3, cpu_functions=cpu_functions))
+    model = L.Classifier(models.resnet50(classes, 3, cpu_functions=cpu_functions,
+                                         cpu_bf16=bf16))
     opt = chainer.optimizers.MomentumSGD(0.01)
     opt.setup(model)
     x = numpy.random.standard_normal((batch, 3, size, size)).astype(numpy.float32)
@@ -86,9 +91,12 @@ def main():
     ap.add_argument('--batch', type=int, default=16)
     ap.add_argument('--size', type=int, default=160)
     ap.add_argument('--steps', type=int, default=2)
+    ap.add_argument('--functions', default='chainer,pfn15,onednn',
+                    help='comma-separated: chainer, pfn15, onednn, onednn-bf16')
     args = ap.parse_args()
     cpu.keep_freed_memory()
-    runs = {k: profile(k, args.batch, args.size, args.steps) for k in ('chainer', 'pfn15')}
+    runs = {k: profile(k, args.batch, args.size, args.steps)
+            for k in args.functions.split(',')}
     print('ResNet-50, batch %d, %dx%d, seconds per step (TimerHook; forward + backward of '
           'each function)' % (args.batch, args.size, args.size))
     for k, (wall, totals) in runs.items():

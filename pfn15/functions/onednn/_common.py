@@ -1,0 +1,48 @@
+"""What the oneDNN functions share: the bf16 storage type, buffers, layouts."""
+import numpy
+
+from pfn15.functions._layout import nchw, nhwc
+from pfn15.functions.onednn import _lib
+
+# bfloat16 activations travel between the oneDNN functions as NumPy uint16
+# arrays holding the bf16 bits (NumPy has no bfloat16); only to_bf16 /
+# to_float32 (edges of the network) convert.
+BF16_STORAGE = numpy.dtype(numpy.uint16)
+F32 = numpy.dtype(numpy.float32)
+
+
+def dnnl_type(dtype):
+    """oneDNN's data type for an activation array's dtype."""
+    if dtype == F32:
+        return _lib.F32
+    if dtype == BF16_STORAGE:
+        return _lib.BF16
+    raise TypeError('pfn15.functions.onednn computes float32 or bf16 (uint16 storage), '
+                    'not %s' % dtype)
+
+
+def nhwc_of(x):
+    """The NHWC-contiguous buffer behind an NCHW-shaped array (view or copy)."""
+    return nhwc(x)
+
+
+def empty_nchw(n, c, h, w, dtype):
+    """A new NHWC buffer and its NCHW view."""
+    buf = numpy.empty((n, h, w, c), dtype)
+    return buf, nchw(buf)
+
+
+def ptr(a):
+    return a.ctypes.data
+
+
+def weights_for(prim, arg, W, dtype=_lib.F32):
+    """W (float32 OIHW, or a vector) in the layout/type the primitive chose for `arg`:
+    W itself when they agree, else a reordered copy (a uint8 buffer)."""
+    user = _lib.md(W.shape, _lib.F32, _lib.TAG_ABCD if W.ndim == 4 else None)
+    want = prim.mds[arg]
+    if _lib.md_equal(user, want):
+        return numpy.ascontiguousarray(W)
+    out = numpy.empty(_lib.md_size(want), numpy.uint8)
+    _lib.reorder(user, want)(ptr(numpy.ascontiguousarray(W)), ptr(out))
+    return out
