@@ -244,8 +244,7 @@ REFUSED = {
     'the log removed': _dropped(LOG),
     'the plot data removed': _dropped(PLOT),
     'the identity removed': _dropped('pfn15/identity.npy'),
-    'a pending summary removed': _dropped(
-        'extensions/PlotReport/_summary/_summaries/0/_x.npy'),
+    'the pending summary removed': _dropped(NAMES),
     'a parameter transposed': lambda ms: replace(W, npy_bytes(_w(ms).T.copy()))(ms),
     'a parameter cut short': lambda ms: replace(W, npy_bytes(_w(ms)[:1]))(ms),
     'a parameter in float64': lambda ms: replace(W, npy_bytes(_w(ms).astype('f8')))(ms),
@@ -449,12 +448,14 @@ def test_resumed_plots_and_log_equal_the_uninterrupted_run(straight, tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert 'resumed from the checkpoint at iteration 5' in r.stdout
     assert_same_figures(straight, out)
-    # The plotted points are the log's: the same epochs, the same means.
-    _, log, plots, _ = figures(out)
+    # No extra point after the resume: the same points as the uninterrupted run
+    # (assert_same_figures), one per global-epoch step, in order.
+    _, _, plots, _ = figures(out)
+    _, _, straight_plots, _ = figures(straight)
     points = plots['extensions/PlotReport/_plot_loss.png']['main/loss']
-    assert [x for x, _ in points] == [1, 2]
-    for (x, y), row in zip(points, log):
-        assert (x, y) == (row['epoch'], pytest.approx(row['main/loss'], rel=1e-9))
+    xs = [x for x, _ in points]
+    assert xs == sorted(set(xs)) and len(xs) > 2, xs
+    assert points == straight_plots['extensions/PlotReport/_plot_loss.png']['main/loss']
 
 
 @pytest.mark.mpi

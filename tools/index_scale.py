@@ -99,7 +99,7 @@ def write_pack(root, entries, classes=1000, mean_bytes=110000):
     manifest = {'format': packed.FORMAT, 'version': packed.VERSION,
                 'classes': ['n%08d' % (1440764 + c * 997) for c in range(classes)],
                 'counts': {s: int(len(numpy.load(os.path.join(root, s + '.index.npy'),
-                                                 mmap_mode='r'))) for s in shards},
+                                                 mmap_mode='r', allow_pickle=False))) for s in shards},
                 'shards': shards, 'fingerprint': '0' * 64, 'max_side': 0}
     with open(os.path.join(root, packed.MANIFEST), 'w') as f:
         json.dump(manifest, f)

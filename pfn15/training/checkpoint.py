@@ -343,8 +343,10 @@ def validate(arrays, identity, spec, iteration):
                 raise Unusable('it holds %s, which this model and optimizer do not have '
                                '(written for another model?)' % key)
         _check(key, a, want)
-    for prefix, indices in summaries.items():
-        names = _json(arrays[prefix + '/_names'], prefix + '/_names')
+    for names_key in [k for k in arrays if k.endswith('/_summary/_names')]:
+        prefix = names_key[:-len('/_names')]
+        indices = summaries.get(prefix, set())
+        names = _json(arrays[names_key], names_key)
         if sorted(indices) != list(range(len(names))) or any(
                 '%s/_summaries/%d/%s' % (prefix, i, part) not in arrays
                 for i in indices for part in ('_x', '_x2', '_n')):
