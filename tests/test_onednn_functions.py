@@ -156,7 +156,10 @@ def test_batch_normalization_variance_is_exact_far_from_zero_mean():
     x64 = x.astype(numpy.float64)
     exact = (x64 - x64.mean((0, 2, 3), keepdims=True)) / numpy.sqrt(
         x64.var((0, 2, 3), keepdims=True) + 2e-5)
-    assert abs(y - exact).max() < 1e-3
+    # float32's spacing at 1000 is 6.1e-5: the batch mean (and so y) is good to a
+    # few of those, by the summation order oneDNN's threads use (measured max
+    # 2.1e-4 to 1.07e-3); E[x^2] - E[x]^2 would be off by hundreds.
+    assert abs(y - exact).max() < 3e-3
 
 
 @pytest.mark.parametrize('size', [8, 9, 5, 20])

@@ -87,6 +87,11 @@ def stop_now():
                   file=sys.stderr, flush=True)
         except Exception:
             pass
+    else:
+        # The launcher kills every rank once one exits: leave rank 0 the moment it
+        # needs to say why, or its line is lost.
+        import time
+        time.sleep(0.5)
     try:   # decoding processes would otherwise outlive us
         import multiprocessing
         for child in multiprocessing.active_children():
