@@ -162,6 +162,16 @@ def _check_types(in_types, n_params):
         type_check.expect(t.dtype == gamma_type.dtype, t.shape == gamma_type.shape)
 
 
+
+def update_running(running_mean, running_var, mean, var, m, decay):
+    """Chainer's running averages, in place: the batch's `mean` and its variance
+    made unbiased over the `m` values per channel."""
+    adjust = m / max(m - 1., 1.)
+    running_mean *= decay
+    running_mean += ((1 - decay) * mean).astype(running_mean.dtype)
+    running_var *= decay
+    running_var += ((1 - decay) * adjust * var).astype(running_var.dtype)
+
 class BatchNormalization(function_node.FunctionNode):
     """relu?(bn(x, gamma, beta)) with batch statistics; updates running stats."""
 
@@ -193,12 +203,7 @@ class BatchNormalization(function_node.FunctionNode):
         else:
             y = _affine(x_rows, a, beta - mean * a, self.relu, xh.shape)
         if self.running_mean is not None:
-            adjust = m / max(m - 1., 1.)  # unbiased variance, as Chainer
-            d = self.decay
-            self.running_mean *= d
-            self.running_mean += ((1 - d) * mean).astype(self.running_mean.dtype)
-            self.running_var *= d
-            self.running_var += ((1 - d) * adjust * var).astype(self.running_var.dtype)
+            update_running(self.running_mean, self.running_var, mean, var, m, self.decay)
         self.mean, self.inv_std, self.shift = mean, inv_std, shift
         self.retain_inputs((0, 1))
         if self.relu:

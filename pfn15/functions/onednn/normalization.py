@@ -13,6 +13,7 @@ import numpy
 from chainer import function_node
 
 from pfn15.functions import _first_order
+from pfn15.functions.normalization import update_running
 from pfn15.functions.onednn import _common, _lib
 
 _F = _lib.USE_SCALE | _lib.USE_SHIFT
@@ -112,13 +113,8 @@ class BatchNormalization(_Base):
         flags = _F | (_lib.FUSE_NORM_RELU if self.relu else 0)
         y = self._forward(x, gamma, beta, mean, var, flags)
         if self.running_mean is not None:
-            m = x.size // c
-            adjust = m / max(m - 1., 1.)  # unbiased variance, as Chainer
-            d = self.decay
-            self.running_mean *= d
-            self.running_mean += ((1 - d) * mean).astype(self.running_mean.dtype)
-            self.running_var *= d
-            self.running_var += ((1 - d) * adjust * var).astype(self.running_var.dtype)
+            update_running(self.running_mean, self.running_var, mean, var, x.size // c,
+                           self.decay)
         self.retain_inputs((0, 1))
         return y,
 
