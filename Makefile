@@ -40,7 +40,7 @@ VENV_VERSION := $(shell $(BIN)/python -c 'import sys; print("%d.%d" % sys.versio
 VENV312   := .venv312
 BIN312    := $(VENV312)/bin
 
-# The kernel-compile venvs (tests/test_kernels_nvrtc.py): CuPy + NVIDIA's NVRTC
+# The kernel-compile venvs (tests/kernels/test_kernels_nvrtc.py): CuPy + NVIDIA's NVRTC
 # and CUDA-runtime wheels only (0.2-0.25 GB to download, 0.6 GB installed each; no
 # GPU needed), one per stack: CuPy 13 on Python 3.11, CuPy 14 on Python 3.12.
 # Pinned by constraints-kernels.txt. A dedicated venv, not the main one: CuPy there
@@ -74,7 +74,7 @@ endif
 	  $(BIN)/pip install -q -e '.[mpich,test]' --config-settings editable_mode=compat
 	touch $@
 
-# NVIDIA DALI for tests/test_dali.py (its CPU-only mode; ~1 GB installed), on top
+# NVIDIA DALI for tests/unit/test_dali.py (its CPU-only mode; ~1 GB installed), on top
 # of the demo's install: `make demo` does not need it.
 install-dali: $(VENV)/.installed-dali
 
@@ -96,12 +96,12 @@ test: install install-dali install-kernels
 	PFN15_KERNEL_STACKS=$(KERNEL_STACKS) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q tests
 	@$(MAKE) --no-print-directory test-py312
 
-# The GPU kernels alone: NVRTC compiles (both CuPy stacks), host-compiled kernel
-# bodies against the NumPy rules, float16 optimizers, the ChainerMN patches.
+# The GPU kernels alone (tests/kernels/): NVRTC compiles (both CuPy stacks),
+# host-compiled kernel bodies against the NumPy rules, float16 optimizers, the
+# ChainerMN patches, tools/gpu_check.py's budgeting.
 test-kernels: install install-kernels
 	PFN15_KERNEL_STACKS=$(KERNEL_STACKS) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q \
-	  tests/test_kernels_nvrtc.py tests/test_kernels_host.py tests/test_optimizers_float16.py \
-	  tests/test_chainermn_patches.py
+	  tests/kernels
 
 install-kernels:
 ifneq ($(strip $(PYTHON311)),)
@@ -141,7 +141,7 @@ else
 	@$(MAKE) --no-print-directory install-py312
 	PFN15_KERNEL_STACKS=$(KERNEL_STACKS) PATH=$(CURDIR)/$(BIN312):$$PATH $(BIN312)/python -m pytest -q -m "not slow" tests
 	PATH=$(CURDIR)/$(BIN312):$$PATH $(BIN312)/python -m pytest -q \
-	  tests/test_train.py::test_demo_trains_to_95_percent_and_writes_its_outputs
+	  tests/mpi/test_train.py::test_demo_trains_to_95_percent_and_writes_its_outputs
 endif
 
 clean:

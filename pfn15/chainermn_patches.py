@@ -4,8 +4,8 @@
 idempotent and patches module attributes of
 chainermn.communicators._memory_utility, which every communicator reaches
 through the module (`_memory_utility.unpack_params(...)`). Each patch says
-what it restores and why; tests/test_chainermn_patches.py and
-tests/test_kernels_nvrtc.py test them (the latter: the unpatched kernels fail
+what it restores and why; tests/kernels/test_chainermn_patches.py and
+tests/kernels/test_kernels_nvrtc.py test them (the latter: the unpatched kernels fail
 to compile on CuPy 14, the patched ones compile on CuPy 13 and 14).
 
 1. `half` in the batched pack/unpack kernels. `_cupy_batched_pack_params` and

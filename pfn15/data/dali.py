@@ -18,7 +18,7 @@ Where it runs: device='mixed' (nvJPEG; the decode on the GPU) with
 train.device=gpu, and the batch is handed to CuPy by DLPack on the device
 (no host copy); otherwise DALI's CPU-only mode (device_id=None). The pixels
 differ from PIL's by the decoders' IDCT and resampling (PIL decodes at a
-reduced DCT scale where the window allows): tests/test_dali.py states the
+reduced DCT scale where the window allows): tests/unit/test_dali.py states the
 bound. Validation is the same "shorter side to val_resize, centre crop" box,
 as a resize region of interest.
 

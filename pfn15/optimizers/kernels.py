@@ -2,10 +2,10 @@
 
 Each kernel is an `Elementwise` spec: the parameter lists, the body text
 and the preamble CuPy's ElementwiseKernel compiles on the GPU. The same texts
-are compiled for the host by the tests (tests/hostcc.py: g++, with the type
+are compiled for the host by the tests (tests/kernels/hostcc.py: g++, with the type
 names defined) and checked against the NumPy update rules, and compiled with
 NVRTC through CuPy's own code generation for every GPU architecture and both
-CuPy stacks (tests/test_kernels_nvrtc.py). So the GPU rule and the CPU rule
+CuPy stacks (tests/kernels/test_kernels_nvrtc.py). So the GPU rule and the CPU rule
 cannot drift apart unnoticed, and a kernel that does not compile fails
 `make test`.
 

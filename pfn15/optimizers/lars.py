@@ -35,8 +35,8 @@ from pfn15.functions import _parallel
 from pfn15.optimizers import kernels
 
 # The GPU kernels. Each text is also compiled for the host and checked against
-# update_core_cpu (tests/test_kernels_host.py), and compiled with NVRTC for
-# every architecture (tests/test_kernels_nvrtc.py). The norms come from `norm`
+# update_core_cpu (tests/kernels/test_kernels_host.py), and compiled with NVRTC for
+# every architecture (tests/kernels/test_kernels_nvrtc.py). The norms come from `norm`
 # below, run by CuPy's own (tested) ufuncs and reductions.
 # The local rate from the two float64 norms, in float64, as update_core_cpu
 # computes it with Python floats (0-d arrays: no host sync).

@@ -28,8 +28,8 @@ from pfn15.optimizers import kernels
 
 # The GPU update: one fused pass over the parameter (reads grad, param, m, v
 # once). This text is also compiled for the host and checked against
-# update_core_cpu (tests/test_kernels_host.py), and compiled with NVRTC for
-# every architecture (tests/test_kernels_nvrtc.py).
+# update_core_cpu (tests/kernels/test_kernels_host.py), and compiled with NVRTC for
+# every architecture (tests/kernels/test_kernels_nvrtc.py).
 KERNEL = kernels.Elementwise(
     'T grad, float64 lr_sgd, float64 lr_rms, float64 mu1, float64 mu2, float64 one_minus_mu2, '
     'float64 eps',

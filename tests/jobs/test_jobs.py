@@ -22,7 +22,9 @@ import pytest
 
 from pfn15 import config as config_mod
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import ROOT
+
+REPO = Path(ROOT)
 JOBS = REPO / 'jobs'
 SCRIPTS = sorted(JOBS.rglob('*.sh'))
 

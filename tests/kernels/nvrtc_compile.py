@@ -1,6 +1,6 @@
 """Compile CUDA kernels with NVRTC the way CuPy does on a GPU, on a machine without one.
 
-Run by tests/test_kernels_nvrtc.py inside a kernel venv (CuPy + NVIDIA's
+Run by tests/kernels/test_kernels_nvrtc.py inside a kernel venv (CuPy + NVIDIA's
 NVRTC and CUDA-runtime wheels; see the Makefile): reads a JSON job on stdin,
 writes JSON results on stdout.
 

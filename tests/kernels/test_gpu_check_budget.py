@@ -1,16 +1,13 @@
 """tools/gpu_check.py --budget: the budgeting runs on CPU (stand-in check functions
 that sleep; the GPU checks themselves need a GPU), and the dry run."""
-import importlib.util
 import os
 import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-spec = importlib.util.spec_from_file_location('gpu_check',
-                                              os.path.join(ROOT, 'tools', 'gpu_check.py'))
-gpu_check = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(gpu_check)
+import gpu_check  # tools/gpu_check.py
+
+from helpers import ROOT
 
 
 def _args(budget, **kw):

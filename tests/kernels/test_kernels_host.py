@@ -1,7 +1,7 @@
 """The GPU kernels' own text, compiled for the host (g++), against the NumPy update rules.
 
 The CUDA kernels of the registered optimizers (RMSpropWarmup, LARS) are strings in their modules;
-tests/hostcc.py compiles exactly those strings for the CPU. 50 steps with a
+tests/kernels/hostcc.py compiles exactly those strings for the CPU. 50 steps with a
 changing learning rate (and alpha_sgd) must agree with update_core_cpu within
 1e-6 relative in float32: the GPU rule and the CPU rule cannot drift apart.
 """

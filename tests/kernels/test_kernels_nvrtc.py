@@ -4,7 +4,7 @@ The kernels of every optimizer in pfn15.optimizers.REGISTRY (RMSpropWarmup's
 and LARS's today) and ChainerMN's batched pack/unpack
 and div_by_size kernels, in float32 and float16, for sm_60, sm_70, sm_80 and
 sm_90, with NVRTC from NVIDIA's PyPI wheel (no GPU needed), through CuPy's
-own code generation and compile path (tests/nvrtc_compile.py), on both
+own code generation and compile path (tests/kernels/nvrtc_compile.py), on both
 stacks: CuPy 13 (Python 3.11, NumPy 1) and CuPy 14 (Python 3.12, NumPy 2).
 Each stack is a small venv the Makefile builds (`make install-kernels`):
 CuPy + NVRTC + the CUDA runtime headers, nothing else.
@@ -25,7 +25,7 @@ import pytest
 from pfn15 import chainermn_patches, optimizers
 from pfn15.optimizers import rmsprop_warmup
 
-from conftest import ROOT
+from helpers import ROOT
 
 pytestmark = pytest.mark.slow   # once per `make test` (both stacks run from the 3.11 leg)
 
@@ -102,7 +102,7 @@ def compiled(request):
     python = _python(stack)
     job = kernels()
     env = dict(os.environ, PYTHONPATH=ROOT, PYTHONNOUSERSITE='1')
-    proc = subprocess.run([python, os.path.join(ROOT, 'tests', 'nvrtc_compile.py')],
+    proc = subprocess.run([python, os.path.join(ROOT, 'tests', 'kernels', 'nvrtc_compile.py')],
                           input=json.dumps({'archs': ARCHS, 'kernels': [
                               dict(spec, id=kid) for kid, spec in job]}),
                           capture_output=True, text=True, env=env, timeout=900)
@@ -154,7 +154,7 @@ def test_a_kernel_that_does_not_compile_fails(compiled):
                   operation=spec.operation.replace('sqrt(', 'sqrtt('), name='broken',
                   preamble=spec.preamble, types={'T': 'float32'},
                   arrays=['grad', 'param', 'm', 'v'], id='broken')
-    proc = subprocess.run([python, os.path.join(ROOT, 'tests', 'nvrtc_compile.py')],
+    proc = subprocess.run([python, os.path.join(ROOT, 'tests', 'kernels', 'nvrtc_compile.py')],
                           input=json.dumps({'archs': ['80'], 'kernels': [broken]}),
                           capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, PYTHONPATH=ROOT, PYTHONNOUSERSITE='1'))

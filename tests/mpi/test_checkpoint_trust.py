@@ -23,7 +23,7 @@ import zipfile
 import numpy
 import pytest
 
-from conftest import ROOT, read_summary, train
+from helpers import ROOT, read_summary, train
 
 from pfn15.training import checkpoint
 

@@ -16,8 +16,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, child_env, mpiexec_path, train
-from test_train import rank_pids
+from helpers import ROOT, child_env, mpiexec_path, rank_pids, train
 
 from pfn15.data import synthetic
 from pfn15.training import checkpoint

@@ -14,49 +14,21 @@ pfn15.train under mpiexec and comm.reduction=canonical (the default):
 comm.reduction=fast (ChainerMN's all-reduce) is shown to miss this: its 1 x 4
 and 2 x 2 runs differ after 6 updates.
 """
-import glob
 import json
 import os
 import shutil
 
-import numpy
 import pytest
 
-from conftest import read_summary, train
+from helpers import assert_same_bits, assert_same_metrics, read_summary, state, train
 
 DEMO = 'configs/demo.yaml'
 QUIET = ['train.progress_bar=false', 'resume=none']
-METRICS = ('val_top1', 'val_top5', 'val_loss', 'train_loss', 'train_top1', 'epochs',
-           'iterations')
 UPDATES = 24
-# Wall-clock figures a checkpoint also holds: the only arrays allowed to differ.
-TIMES = ('updater/update_seconds', '_snapshot_elapsed_time')
-
-
-def state(out):
-    """The newest checkpoint's numeric arrays: model (parameters, BN statistics),
-    optimizer state (per-parameter slots, t), iterator and updater counters."""
-    newest = sorted(glob.glob(os.path.join(out, 'checkpoints', 'iter_*.npz')))[-1]
-    with numpy.load(newest, allow_pickle=False) as f:
-        return {k: f[k] for k in f.files if f[k].dtype.kind in 'fiub' and k not in TIMES}
 
 
 def model_state(out):
     return {k: v for k, v in state(out).items() if k.startswith('updater/model:main/')}
-
-
-def assert_same_bits(a, b):
-    """Every array equal bit for bit (NaNs and signed zeros included)."""
-    assert a.keys() == b.keys()
-    assert sum('avg_mean' in k for k in a) > 5             # BN statistics are in
-    assert sum('optimizer:main/predictor' in k for k in a) > 20   # optimizer slots too
-    differ = [k for k in a if a[k].dtype != b[k].dtype or a[k].tobytes() != b[k].tobytes()]
-    assert not differ, '%d of %d arrays differ: %s' % (len(differ), len(a), differ[:6])
-
-
-def assert_same_metrics(sa, sb):
-    for key in METRICS:
-        assert sb.get(key) == sa.get(key), key           # floats, exactly
 
 
 def log_losses(out):

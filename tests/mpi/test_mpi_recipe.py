@@ -3,7 +3,7 @@ MPI processes."""
 import numpy
 import pytest
 
-from conftest import mpi_script, mpirun
+from helpers import mpi_script, mpirun
 
 pytestmark = pytest.mark.mpi
 

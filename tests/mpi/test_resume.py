@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from conftest import read_summary, train
+from helpers import read_summary, train
 
 from pfn15 import config
 from pfn15.training import resume

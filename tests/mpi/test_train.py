@@ -9,7 +9,7 @@ import time
 import numpy
 import pytest
 
-from conftest import ROOT, child_env, mpiexec_path, read_summary, train
+from helpers import ROOT, child_env, mpiexec_path, rank_pids, read_summary, train
 
 DEMO = 'configs/demo.yaml'
 
@@ -72,19 +72,6 @@ def test_demo_trains_to_95_percent_and_writes_its_outputs(tmp_path):
 
 
 # ------------------------------------------------------------ failures
-
-def rank_pids(marker):
-    """PIDs of the training ranks whose command line contains `marker`."""
-    pids = []
-    for d in glob.glob('/proc/[0-9]*'):
-        try:
-            cmd = open(d + '/cmdline', 'rb').read().replace(b'\0', b' ').decode()
-        except OSError:
-            continue
-        if 'pfn15.train' in cmd and marker in cmd and 'mpiexec' not in cmd:
-            pids.append(int(d.rsplit('/', 1)[1]))
-    return pids
-
 
 def start(n, *args):
     cmd = [mpiexec_path(), '-n', str(n), sys.executable, '-m', 'pfn15.train'] + list(args)

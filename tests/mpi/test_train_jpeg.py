@@ -3,7 +3,7 @@
 import json
 import os
 
-from conftest import read_summary, train
+from helpers import read_summary, train
 
 from pfn15.data import synthetic
 

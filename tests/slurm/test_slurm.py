@@ -1,4 +1,4 @@
-"""The SLURM job scripts on a real SLURM (tests/slurm_cluster.py: munged, slurmctld,
+"""The SLURM job scripts on a real SLURM (tests/slurm/slurm_cluster.py: munged, slurmctld,
 two slurmd on this machine). Root with apt (as CI runs) installs slurm-wlm and
 munge if missing; elsewhere these tests skip with the reason.
 
@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 import slurm_cluster
 
 pytestmark = pytest.mark.slow

@@ -305,7 +305,7 @@ def test_bench_data_names_a_corrupt_file_and_continues(tree, capfd):
 def test_synth_refuses_a_non_empty_target_or_cleans_it_saying_so(tmp_path):
     import subprocess
     import sys
-    from conftest import ROOT, child_env
+    from helpers import ROOT, child_env
     out = str(tmp_path / 'tree')
 
     def synth(*args):

@@ -5,39 +5,22 @@ The step test needs pfn15.train.build_trainer; without it the test fails
 (it does not skip): the benchmark's (b) is the product's own trainer.
 """
 import json
-import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.dirname(sys.executable)
-
-
-def _env():
-    env = dict(os.environ)
-    env['PATH'] = BIN + os.pathsep + env.get('PATH', '')
-    env.setdefault('OMP_NUM_THREADS', '1')
-    env.setdefault('OPENBLAS_NUM_THREADS', '1')
-    env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
-    return env
-
-
-def _mpiexec():
-    exe = os.path.join(BIN, 'mpiexec')
-    return exe if os.path.exists(exe) else shutil.which('mpiexec')
+from helpers import ROOT, child_env, mpiexec_path
 
 
 def test_allreduce_under_mpiexec_and_calibrate(tmp_path):
-    mpiexec = _mpiexec()
+    mpiexec = mpiexec_path()
     assert mpiexec, 'mpiexec not found next to %s or on PATH' % sys.executable
     out = tmp_path / 'ar.json'
     p = subprocess.run(
         [mpiexec, '-n', '2', sys.executable, '-m', 'pfn15.bench', 'allreduce',
          '--bytes', '4096,1048576,8388608', '--repeat', '7', '--json', str(out)],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+        cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
     assert 'ChainerMN' in p.stdout and 'alpha' in p.stdout
     d = json.loads(out.read_text())
@@ -64,7 +47,7 @@ def test_step_smoke(tmp_path):
     p = subprocess.run(
         [sys.executable, '-m', 'pfn15.bench', 'step', '--arch', 'resnet_small', '--size', '32',
          '--batch', '8', '--iters', '3', '--blocks', '2', '--warmup', '1', '--json', str(out)],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+        cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     assert 'ratio b/a' in p.stdout
     d = json.loads(out.read_text())

@@ -3,7 +3,7 @@
 PyTorch is not a dependency of pfn15: the first test runs everywhere (torch
 blocked in a subprocess the way Python blocks an import, sys.modules[name] =
 None); the others need torch (pytest.importorskip) and run the real loop on the
-CPU at a tiny size, or on a GPU when torch sees one. No conftest fixtures.
+CPU at a tiny size, or on a GPU when torch sees one.
 """
 import json
 import math
@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT
 
 TINY = dict(batch=2, size=32, device='cpu', iters=1, blocks=2, warmup=3, classes=10)
 

@@ -9,7 +9,7 @@ import pytest
 
 from pfn15 import blas_kernel
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT
 BEST = blas_kernel.best_coretype(blas_kernel.cpu_flags())
 
 PROBE = r'''
@@ -187,7 +187,7 @@ if __name__ == '__main__':
 
 
 def test_mpi_ranks_and_forkserver_children_run_the_same_kernel(tmp_path):
-    from conftest import mpirun
+    from helpers import mpirun
     script = tmp_path / 'children.py'
     script.write_text(CHILDREN)
     env = {k: v for k, v in os.environ.items() if k not in (blas_kernel.VAR, blas_kernel.MARK)}

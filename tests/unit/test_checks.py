@@ -9,7 +9,7 @@ from pfn15.data import DataError
 from pfn15.training import checks
 from pfn15.training.extensions import GlobalEpochs
 
-from conftest import mpi_script, mpirun
+from helpers import mpi_script, mpirun
 
 
 class _Sums(object):

@@ -20,29 +20,13 @@ from chainer import gradient_check
 
 from pfn15 import functions as P
 from pfn15 import models
-from pfn15.models.resnet import ConvBN
+
+from helpers import bn_channels, conv_shapes
+from helpers import image_size as _size, scaled as _scaled
 
 
-def _convbn_links():
-    nets = [models.resnet50(10, 3), models.resnet50(10, 1),
-            models.resnet_small(10, 3), models.resnet_small(10, 1, 1, 8)]
-    for net in nets:
-        for link in net.links():
-            if isinstance(link, ConvBN):
-                yield link
-
-
-def _conv_shapes():
-    seen = set()
-    for cb in _convbn_links():
-        W = cb.conv.W
-        key = (W.shape[1], W.shape[0], W.shape[2], cb.conv.stride[0], cb.conv.pad[0])
-        seen.add(key)
-    return sorted(seen)
-
-
-CONV_SHAPES = _conv_shapes()
-BN_CHANNELS = sorted({cb.bn.gamma.shape[0] for cb in _convbn_links()})
+CONV_SHAPES = conv_shapes()
+BN_CHANNELS = bn_channels()
 DTYPES = [numpy.float32, numpy.float64]
 TOL = {numpy.float32: dict(atol=1e-4, rtol=1e-3), numpy.float64: dict(atol=1e-9, rtol=1e-7)}
 
@@ -56,14 +40,6 @@ def test_the_shape_lists_cover_resnet50():
     assert (2048, 512, 1, 1, 0) in CONV_SHAPES
     assert len(CONV_SHAPES) >= 25
     assert {64, 256, 2048, 16} <= set(BN_CHANNELS)
-
-
-def _size(k):
-    return 9 if k >= 7 else 5
-
-
-def _scaled(rng, shape, dtype, scale=1.0):
-    return (rng.standard_normal(shape) * scale).astype(dtype)
 
 
 @pytest.mark.parametrize('dtype', DTYPES, ids=['f32', 'f64'])

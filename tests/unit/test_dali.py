@@ -7,7 +7,7 @@
 * 1 rank x 4 microbatches = 2 x 2 = 4 x 1 on the DALI decoder, under
   mpiexec, with a corrupt image in the tree (counted, the run goes on):
   the same summary figures and the same bits in every checkpoint array
-  (comm.reduction=canonical, as tests/test_invariance.py);
+  (comm.reduction=canonical, as tests/mpi/test_invariance.py);
 * a missing file is missing data (recorded: the trainer stops with exit 2),
   not a bad image; a truncated pack is one line, exit 2.
 
@@ -25,8 +25,7 @@ import shutil
 import numpy
 import pytest
 
-from conftest import read_summary, train
-from test_invariance import assert_same_bits, assert_same_metrics, state
+from helpers import assert_same_bits, assert_same_metrics, read_summary, state, train
 
 # `make test` installs the dali extra in the Python 3.11 venv only (CI time); the
 # 3.12 leg skips here, saying so.
@@ -159,7 +158,7 @@ def test_dali_runs_equal_on_1x4_2x2_and_4x1_with_a_corrupt_image_counted(tree, t
 def test_a_truncated_pack_is_one_line_exit_2_on_the_dali_decoder(tree, tmp_path):
     import subprocess
     import sys
-    from conftest import ROOT, child_env
+    from helpers import ROOT, child_env
     pack = str(tmp_path / 'pack')
     r = subprocess.run([sys.executable, '-m', 'pfn15.data', 'pack', tree, pack],
                        capture_output=True, text=True, cwd=ROOT, env=child_env())

@@ -16,7 +16,7 @@ from PIL import Image
 from pfn15.config import DataConfig
 from pfn15.data import bench, health, imagenet, synthetic, transforms
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT
 CLASSES, TRAIN, VAL, SIZE = 4, 6, 2, 64
 
 

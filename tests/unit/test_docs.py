@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT
 
 # Pages linked before the branch that writes them is merged. An entry must go
 # once its page exists (the test below fails then, so the list cannot rot).
@@ -91,7 +91,7 @@ def test_every_relative_link_resolves(page):
 
 def test_pending_pages_are_still_pending():
     landed = [p for p in PENDING if os.path.exists(os.path.join(ROOT, p))]
-    assert not landed, ('%s exist now: drop them from PENDING in tests/test_docs.py so '
+    assert not landed, ('%s exist now: drop them from PENDING in tests/unit/test_docs.py so '
                         'their links are checked' % ', '.join(landed))
 
 
@@ -99,7 +99,7 @@ def test_nothing_refers_to_a_file_outside_the_repository():
     files = set(_tracked())
     names = {os.path.basename(f) for f in files}
     bad = []
-    for rel in sorted(files - {'tests/test_docs.py'}):   # its examples are bad on purpose
+    for rel in sorted(files - {'tests/unit/test_docs.py'}):   # its examples are bad on purpose
         text = _text(rel)
         if text is None:
             continue

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, child_env, mpi_script, mpirun
+from helpers import ROOT, child_env, mpi_script, mpirun
 
 from pfn15 import config as config_module
 from pfn15 import env as stack_env

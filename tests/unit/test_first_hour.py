@@ -9,7 +9,7 @@ import time
 import pytest
 import yaml
 
-from conftest import ROOT, child_env, mpiexec_path, mpirun
+from helpers import ROOT, child_env, mpiexec_path, mpirun
 
 from pfn15 import config as config_module
 from pfn15 import errors

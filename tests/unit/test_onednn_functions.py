@@ -1,5 +1,5 @@
 """pfn15/functions/onednn against Chainer's functions, on every convolution/BN shape
-of the models (the lists of tests/test_cpu_functions.py, read from the models).
+of the models (conv_shapes() and bn_channels() of tests/helpers.py, read from the models).
 
 float32: forward values against Chainer's and chainer.gradient_check.check_backward
 (numerical gradients in float32, so a step of 1e-2 and 1e-2 tolerances; the
@@ -23,11 +23,15 @@ from chainer import gradient_check
 
 from pfn15 import models
 from pfn15.functions import onednn as O
-from test_cpu_functions import BN_CHANNELS, CONV_SHAPES, _scaled, _size
+
+from helpers import bn_channels, conv_shapes
+from helpers import image_size as _size, scaled as _scaled
 
 pytestmark = pytest.mark.skipif(not O.available(), reason='oneDNN does not load: %s'
                                 % O.load_error())
 f32 = numpy.float32
+CONV_SHAPES = conv_shapes()
+BN_CHANNELS = bn_channels()
 TOL = dict(atol=1e-4, rtol=1e-3)
 GRAD_TOL = dict(eps=1e-2, atol=1e-2, rtol=1e-2)
 needs_bf16 = pytest.mark.skipif(not O.bf16_supported(), reason='no bf16 on this CPU')

@@ -1,6 +1,6 @@
 """The optimizer registry: an optimizer is one class and one entry.
 
-tests/registry_dummy.py adds `dummy_sgd` (three state arrays, a scheduled
+tests/unit/registry_dummy.py adds `dummy_sgd` (three state arrays, a scheduled
 `gamma`, one CUDA kernel) in a fresh process and reports what every reader of
 the registry made of it; the registry's own entries are checked here.
 """
@@ -13,7 +13,7 @@ import pytest
 
 from pfn15 import config, optimizers
 
-from conftest import ROOT, child_env
+from helpers import ROOT, child_env
 
 
 def test_config_sections_are_the_registry():
@@ -54,9 +54,9 @@ def test_registering_late_is_refused():
 
 
 def test_a_new_optimizer_is_one_class_and_one_entry(tmp_path):
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, 'tests', 'registry_dummy.py'),
-                           str(tmp_path)], cwd=ROOT, env=child_env(), capture_output=True,
-                          text=True, timeout=300)
+    dummy = os.path.join(ROOT, 'tests', 'unit', 'registry_dummy.py')
+    proc = subprocess.run([sys.executable, dummy, str(tmp_path)], cwd=ROOT, env=child_env(),
+                          capture_output=True, text=True, timeout=300)
     lines = [l for l in proc.stdout.splitlines() if l.startswith('REPORT ')]
     assert proc.returncode == 0 and lines, proc.stdout[-2000:] + proc.stderr[-3000:]
     r = json.loads(lines[0][len('REPORT '):])

@@ -11,7 +11,7 @@ import numpy
 import pytest
 from PIL import Image
 
-from conftest import ROOT, child_env, read_summary, train
+from helpers import ROOT, child_env, read_summary, train
 
 from pfn15 import data
 from pfn15.config import DataConfig

@@ -1,16 +1,10 @@
 """tools/plan_check.py's load measurement: it sees a busy machine (a CPU-burning
 process that is not one of the check's own) and judges its verdict by it."""
-import importlib.util
-import os
 import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-spec = importlib.util.spec_from_file_location('plan_check',
-                                              os.path.join(ROOT, 'tools', 'plan_check.py'))
-plan_check = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(plan_check)
+import plan_check  # tools/plan_check.py
 
 BURN = 'import time\nend = time.time() + 30\nwhile time.time() < end: pass\n'
 

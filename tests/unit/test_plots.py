@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, train
+from helpers import ROOT, train
 
 from pfn15.training import console, plot
 

@@ -16,7 +16,7 @@ from pfn15.config import ConfigError, ScheduleConfig
 from pfn15.models import Classifier
 from pfn15.training.extensions import GlobalEpochs
 
-from conftest import ROOT, read_summary, train
+from helpers import ROOT, read_summary, train
 
 
 # ------------------------------------------------------------ label smoothing

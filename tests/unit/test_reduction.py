@@ -7,7 +7,7 @@ import os
 import numpy
 import pytest
 
-from conftest import mpirun, mpi_script
+from helpers import mpirun, mpi_script
 
 from pfn15 import plan, reduction
 from pfn15.data import order

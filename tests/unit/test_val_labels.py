@@ -7,7 +7,7 @@ import shutil
 import numpy
 import pytest
 
-from conftest import read_summary, train
+from helpers import read_summary, train
 
 from pfn15.config import DataConfig
 from pfn15.data import DataError, imagenet, synthetic, val_labels

@@ -2,7 +2,7 @@
 owning a contiguous run of them (`--sizes` or an even split); every rank must
 hold the same bits, and rank 0 writes them to --out.
 
-    mpiexec -n 3 python tests/mpi/canonical_sum.py --leaves 12 --out s.npy
+    mpiexec -n 3 python tests/mpi/programs/canonical_sum.py --leaves 12 --out s.npy
 """
 import pfn15  # noqa: F401
 import argparse

@@ -1,7 +1,7 @@
 """A new collective check as one class and one CHECKS entry, in a real training
-run (tests/test_checks.py runs this under mpiexec -n 2).
+run (tests/unit/test_checks.py runs this under mpiexec -n 2).
 
-    mpiexec -n 2 python tests/mpi/check_dummy.py STOP_AT configs/demo.yaml out=... [key=value ...]
+    mpiexec -n 2 python tests/mpi/programs/check_dummy.py STOP_AT configs/demo.yaml out=... [key=value ...]
 
 `RankSum` contributes rank + 1 and 10 x the iteration from every rank; once the
 iteration reaches STOP_AT it stops the job with exit status 7, naming the sums

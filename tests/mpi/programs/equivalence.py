@@ -1,6 +1,6 @@
 """Run `steps` updates of a BN-free model on this MPI world; rank 0 saves the parameters.
 
-    mpiexec -n W python tests/mpi/equivalence.py --batch b --microbatches k --out P
+    mpiexec -n W python tests/mpi/programs/equivalence.py --batch b --microbatches k --out P
 
 The global batch W x k x b is made of the same samples in the same order for
 every (W, k, b), so the final parameters must agree across layouts: this is

@@ -3,7 +3,7 @@ read for 3 epochs' worth of updates, hand every training sample to exactly one
 (rank, microbatch) slot per epoch -- whether or not W divides the dataset --
 and split the validation set into shares that cover it exactly once.
 
-    mpiexec -n W python tests/mpi/global_order.py key=value ...
+    mpiexec -n W python tests/mpi/programs/global_order.py key=value ...
 """
 import pfn15  # noqa: F401  (first: its _compat shims must precede Chainer)
 import collections

@@ -1,0 +1,146 @@
+"""What the tests share: launching real MPI jobs (mpiexec from the venv's PyPI
+mpich, else the PATH), reading their outputs, comparing runs, and the layer
+shapes of the models.
+
+Importable as `helpers` from every test folder (pytest.ini: pythonpath).
+Standard library at import time: NumPy, Chainer and pfn15's models load only
+when a function needs them, so importing this module changes nothing about
+the order in which a test module loads them.
+"""
+import functools
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+
+
+# ---------------------------------------------------------------- launching
+
+def mpiexec_path():
+    here = os.path.join(BIN, 'mpiexec')
+    return here if os.path.exists(here) else shutil.which('mpiexec')
+
+
+def child_env():
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS='1', OPENBLAS_NUM_THREADS='1', MKL_NUM_THREADS='1',
+               PYTHONUNBUFFERED='1', PATH=BIN + os.pathsep + env.get('PATH', ''))
+    env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
+    return env
+
+
+def mpirun(n, args, timeout=300, **kw):
+    """Run `python ARGS...` on n real MPI ranks; returns CompletedProcess (text)."""
+    exe = mpiexec_path()
+    if exe is None:
+        pytest.fail('mpiexec not found: install the mpich extra (pip install -e .[mpich])')
+    cmd = [exe, '-n', str(n), sys.executable] + list(args)
+    return subprocess.run(cmd, cwd=kw.pop('cwd', ROOT), env=kw.pop("env", child_env()),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          timeout=timeout, **kw)
+
+
+def train(n, config, *overrides, timeout=600):
+    return mpirun(n, ['-m', 'pfn15.train', config] + list(overrides), timeout=timeout)
+
+
+def mpi_script(name):
+    """A rank program of tests/mpi/programs/, to run with mpirun."""
+    return os.path.join(ROOT, 'tests', 'mpi', 'programs', name)
+
+
+def rank_pids(marker):
+    """PIDs of the training ranks whose command line contains `marker`."""
+    pids = []
+    for d in glob.glob('/proc/[0-9]*'):
+        try:
+            cmd = open(d + '/cmdline', 'rb').read().replace(b'\0', b' ').decode()
+        except OSError:
+            continue
+        if 'pfn15.train' in cmd and marker in cmd and 'mpiexec' not in cmd:
+            pids.append(int(d.rsplit('/', 1)[1]))
+    return pids
+
+
+# ---------------------------------------------------------------- a run's outputs
+
+def read_summary(out):
+    with open(os.path.join(out, 'summary.json')) as f:
+        return json.load(f)
+
+
+METRICS = ('val_top1', 'val_top5', 'val_loss', 'train_loss', 'train_top1', 'epochs',
+           'iterations')
+# Wall-clock figures a checkpoint also holds: the only arrays allowed to differ.
+TIMES = ('updater/update_seconds', '_snapshot_elapsed_time')
+
+
+def state(out):
+    """The newest checkpoint's numeric arrays: model (parameters, BN statistics),
+    optimizer state (per-parameter slots, t), iterator and updater counters."""
+    import numpy
+    newest = sorted(glob.glob(os.path.join(out, 'checkpoints', 'iter_*.npz')))[-1]
+    with numpy.load(newest, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files if f[k].dtype.kind in 'fiub' and k not in TIMES}
+
+
+def assert_same_bits(a, b):
+    """Every array equal bit for bit (NaNs and signed zeros included)."""
+    assert a.keys() == b.keys()
+    assert sum('avg_mean' in k for k in a) > 5             # BN statistics are in
+    assert sum('optimizer:main/predictor' in k for k in a) > 20   # optimizer slots too
+    differ = [k for k in a if a[k].dtype != b[k].dtype or a[k].tobytes() != b[k].tobytes()]
+    assert not differ, '%d of %d arrays differ: %s' % (len(differ), len(a), differ[:6])
+
+
+def assert_same_metrics(sa, sb):
+    for key in METRICS:
+        assert sb.get(key) == sa.get(key), key           # floats, exactly
+
+
+# ---------------------------------------------------------------- the models' layer shapes
+
+def _convbn_links():
+    from pfn15 import models
+    from pfn15.models.resnet import ConvBN
+    nets = [models.resnet50(10, 3), models.resnet50(10, 1),
+            models.resnet_small(10, 3), models.resnet_small(10, 1, 1, 8)]
+    for net in nets:
+        for link in net.links():
+            if isinstance(link, ConvBN):
+                yield link
+
+
+@functools.lru_cache(maxsize=None)
+def conv_shapes():
+    """(in channels, out channels, kernel, stride, pad) of every convolution of
+    ResNet-50 (3- and 1-channel input), the default small ResNet and the demo's."""
+    seen = set()
+    for cb in _convbn_links():
+        W = cb.conv.W
+        key = (W.shape[1], W.shape[0], W.shape[2], cb.conv.stride[0], cb.conv.pad[0])
+        seen.add(key)
+    return sorted(seen)
+
+
+@functools.lru_cache(maxsize=None)
+def bn_channels():
+    """The channel counts of the same models' batch normalizations."""
+    return sorted({cb.bn.gamma.shape[0] for cb in _convbn_links()})
+
+
+def image_size(k):
+    """A small image side for a k x k kernel: stride and pad behave as at full size."""
+    return 9 if k >= 7 else 5
+
+
+def scaled(rng, shape, dtype, scale=1.0):
+    """Standard normal values times `scale`, as `dtype`."""
+    return (rng.standard_normal(shape) * scale).astype(dtype)
