@@ -439,7 +439,6 @@ def one_error_line(r):
     return lines[0]
 
 
-@pytest.mark.mpi
 def test_resumed_plots_and_log_equal_the_uninterrupted_run(straight, tmp_path):
     """Resumed mid-epoch (iteration 5 of 3.4 per epoch): the plot has no extra
     point after the resume and the next epoch's point is the whole epoch's mean."""
@@ -458,7 +457,6 @@ def test_resumed_plots_and_log_equal_the_uninterrupted_run(straight, tmp_path):
     assert points == straight_plots['extensions/PlotReport/_plot_loss.png']['main/loss']
 
 
-@pytest.mark.mpi
 def test_the_crafted_checkpoint_runs_nothing_and_the_run_continues(straight, tmp_path):
     """The file of issue 23 and a truncated newest checkpoint: each named in one
     line from rank 0, the run continues from iteration 5 to the same figures."""
@@ -481,7 +479,6 @@ def test_the_crafted_checkpoint_runs_nothing_and_the_run_continues(straight, tmp
     assert_same_figures(straight, out)
 
 
-@pytest.mark.mpi
 def test_no_usable_checkpoint_exits_2_and_touches_nothing(straight, tmp_path):
     out = resumed_copy(straight, tmp_path, keep=())
     marker = str(tmp_path / 'attacker-was-here')
@@ -512,7 +509,6 @@ FULL = {   # mutations of iteration 8 resumed for real: refused -> from 5; forei
 }
 
 
-@pytest.mark.mpi
 @pytest.mark.parametrize('what', sorted(FULL))
 def test_a_mutated_newest_checkpoint_resumes_from_the_older_or_exits_2(
         straight, tmp_path, what):

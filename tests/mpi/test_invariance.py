@@ -63,7 +63,6 @@ def same_run_on(tmp_path, layouts, per_worker=32, updates=UPDATES):
     return outs
 
 
-@pytest.mark.mpi
 def test_digits_bit_identical_on_1x4_2x2_and_4x1(tmp_path):
     outs = same_run_on(tmp_path, [(1, 4), (2, 2), (4, 1)])
     s = read_summary(outs[0])
@@ -71,20 +70,17 @@ def test_digits_bit_identical_on_1x4_2x2_and_4x1(tmp_path):
     assert 0.5 < s['val_top1'] < 1.0       # trained, not a constant
 
 
-@pytest.mark.mpi
 @pytest.mark.slow
 def test_digits_bit_identical_on_1x8_2x4_4x2_and_8x1(tmp_path):
     same_run_on(tmp_path, [(1, 8), (2, 4), (4, 2), (8, 1)])
 
 
-@pytest.mark.mpi
 def test_digits_bit_identical_when_k_and_workers_are_not_powers_of_two(tmp_path):
     # 6 groups: 2 x 3 splits the tree's leaves [0, 6) at 3, inside its subtree
     # [0, 4): each rank sends two partial sums, and the bits still agree.
     same_run_on(tmp_path, [(1, 6), (2, 3), (3, 2)], 16, updates=12)
 
 
-@pytest.mark.mpi
 def test_fast_reduction_misses_the_bits(tmp_path):
     """What the canonical order fixes: ChainerMN's all-reduce adds in another order."""
     outs = {}
@@ -97,7 +93,6 @@ def test_fast_reduction_misses_the_bits(tmp_path):
     assert any(a[k].tobytes() != b[k].tobytes() for k in a)
 
 
-@pytest.mark.mpi
 @pytest.mark.slow
 def test_jpegs_same_run_with_2_decoding_workers_and_in_process(tmp_path):
     from pfn15.data import synthetic
@@ -119,7 +114,6 @@ def test_jpegs_same_run_with_2_decoding_workers_and_in_process(tmp_path):
     assert read_summary(a)['epochs'] == pytest.approx(1.6)
 
 
-@pytest.mark.mpi
 @pytest.mark.slow
 def test_checkpoint_on_4_ranks_resumes_on_2_and_on_1(tmp_path):
     # 3 classes of digits: ~430 training images, 3.4 updates per epoch, so the

@@ -5,8 +5,6 @@ import pytest
 
 from helpers import mpi_script, mpirun
 
-pytestmark = pytest.mark.mpi
-
 
 def params_after(n, batch, microbatches, tmp_path, optimizer='rmsprop_warmup'):
     out = str(tmp_path / ('p_%d_%d_%d_%s.npz' % (n, batch, microbatches, optimizer)))

@@ -96,7 +96,6 @@ def checkpoint_bytes(out):
             for p in sorted(glob.glob(os.path.join(out, 'checkpoints', '*')))}
 
 
-@pytest.mark.mpi
 @pytest.mark.parametrize('ranks,change,needle', [
     (2, 'batch.global=256', 'batch.global: 128 (checkpoint) -> 256 (now)'),
     (1, 'seed=1', 'seed: 0 (checkpoint) -> 1 (now)'),
@@ -124,7 +123,6 @@ def test_trajectory_changes_exit_2_with_one_line(finished_run, tmp_path, ranks, 
     assert open(os.path.join(out, 'summary.json')).read() == summary
 
 
-@pytest.mark.mpi
 def test_longer_run_continues_with_the_override(finished_run, tmp_path):
     out = copy_of(finished_run, tmp_path)
     r = train(2, DEMO, 'out=' + out, *(BASE + ['train.iterations=4',
@@ -135,7 +133,6 @@ def test_longer_run_continues_with_the_override(finished_run, tmp_path):
     assert s['iterations'] == 4 and s['resumed_from_iteration'] == 2 and s['workers'] == 2
 
 
-@pytest.mark.mpi
 def test_finished_run_says_so_and_keeps_its_summary(finished_run, tmp_path):
     out = copy_of(finished_run, tmp_path)
     summary = open(os.path.join(out, 'summary.json')).read()
@@ -147,7 +144,6 @@ def test_finished_run_says_so_and_keeps_its_summary(finished_run, tmp_path):
     assert open(os.path.join(out, 'summary.json')).read() == summary
 
 
-@pytest.mark.mpi
 def test_resume_none_refuses_an_out_holding_checkpoints(finished_run, tmp_path):
     out = copy_of(finished_run, tmp_path)
     before = checkpoint_bytes(out)
@@ -157,7 +153,6 @@ def test_resume_none_refuses_an_out_holding_checkpoints(finished_run, tmp_path):
     assert checkpoint_bytes(out) == before
 
 
-@pytest.mark.mpi
 def test_renamed_class_folder_refuses(tmp_path):
     from pfn15.data import synthetic
     root = str(tmp_path / 'synth')

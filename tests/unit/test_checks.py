@@ -105,7 +105,6 @@ def test_the_checks_list_builds_what_applies():
     assert made[1].checkpointer == 'ckpt' and made[0].lookahead == 2 * jpeg.batch.global_
 
 
-@pytest.mark.mpi
 def test_a_new_check_is_all_reduced_and_judged_on_real_ranks(tmp_path):
     out = str(tmp_path / 'run')
     r = mpirun(2, [mpi_script('check_dummy.py'), '4', 'configs/demo.yaml', 'out=' + out,

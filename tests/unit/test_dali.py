@@ -126,7 +126,6 @@ def test_corrupt_images_are_counted_and_a_missing_file_is_missing_data(tree, tmp
 QUIET = ['train.progress_bar=false', 'resume=none']
 
 
-@pytest.mark.mpi
 def test_dali_runs_equal_on_1x4_2x2_and_4x1_with_a_corrupt_image_counted(tree, tmp_path):
     root = str(tmp_path / 'data')
     shutil.copytree(tree, root)

@@ -93,7 +93,6 @@ def test_mpi_banners():
         ('Intel MPI', '2021.10')
 
 
-@pytest.mark.mpi
 @pytest.mark.parametrize('require', [False, True])
 def test_cudnn_check_at_gpu_start(require):
     """A GPU run where cuDNN is off (here: no CuPy): one line from rank 0; exit 2 if required."""

@@ -36,7 +36,6 @@ def assert_one_line(r, status, *needles, prog='pfn15'):
 
 # ---------------------------------------------------------------- python -m pfn15.train
 
-@pytest.mark.mpi
 def test_no_arguments_is_a_one_line_usage_error_printed_once():
     r = mpirun(2, ['-m', 'pfn15.train'], timeout=120)
     line = assert_one_line(r, errors.USER_ERROR, 'usage: python -m pfn15.train CONFIG.yaml',
@@ -44,7 +43,6 @@ def test_no_arguments_is_a_one_line_usage_error_printed_once():
     assert 'required' not in line
 
 
-@pytest.mark.mpi
 def test_dashed_override_says_how_to_write_it_once():
     r = mpirun(2, ['-m', 'pfn15.train', DEMO, '--train.epochs=3'], timeout=120)
     assert_one_line(r, errors.USER_ERROR, '--train.epochs=3', 'without dashes', 'train.epochs=3')
@@ -54,7 +52,6 @@ def test_dashed_override_says_how_to_write_it_once():
     assert_one_line(r, errors.USER_ERROR, 'unrecognized arguments: --bogus')
 
 
-@pytest.mark.mpi
 def test_misspelt_section_suggests_the_key_once(tmp_path):
     r = mpirun(2, ['-m', 'pfn15.train', DEMO, 'trian.epochs=3', 'out=%s' % tmp_path],
                timeout=120)
@@ -109,7 +106,6 @@ def test_show_config_prints_the_resolved_config(tmp_path):
 
 # ---------------------------------------------------------------- signals from the first instant
 
-@pytest.mark.mpi
 @pytest.mark.parametrize('sig,delay', [(signal.SIGINT, 0.1), (signal.SIGINT, 0.5),
                                        (signal.SIGINT, 1.0), (signal.SIGTERM, 0.1),
                                        (signal.SIGTERM, 1.0)])
@@ -218,7 +214,6 @@ def test_tool_error_on_a_path_given_is_one_line(tmp_path):
     assert_one_line(r, errors.USER_ERROR, str(blocker), prog='pfn15.plan')
 
 
-@pytest.mark.mpi
 def test_tool_error_under_mpiexec_is_printed_once():
     r = mpirun(2, ['-m', 'pfn15.bench', 'allreduce', '--repeat', 'many'], timeout=120)
     assert_one_line(r, errors.USER_ERROR, "--repeat: invalid int value: 'many'",

@@ -104,7 +104,6 @@ def test_planner_models_the_canonical_allreduce():
     assert plan.plan_one(s, 64)['allreduce_s'] > 0
 
 
-@pytest.mark.mpi
 def test_allreduce_on_real_ranks_same_bits_for_any_split(tmp_path):
     runs = [(1, ''), (2, ''), (3, ''), (4, ''), (4, '1,5,0,6'), (3, '7,0,5')]
     got = []
