@@ -11,7 +11,7 @@
 # Submit from the repository root (PBS Pro; Torque: see the resource lines):
 #   qsub -v IMAGENET_ROOT=/data/ILSVRC2012 jobs/pbs/32k-single-node.sh
 # Checkpoints, logs and summary.json go to results/32k-8gpu (add PFN15_OUT=...
-# to -v to change it). tests/jobs/test_jobs.py checks that nodes x ranks per node
+# to -v to change it). tools/check_jobs.py checks that nodes x ranks per node
 # equals the rank count launched below and divides the global batch into
 # whole microbatches.
 #

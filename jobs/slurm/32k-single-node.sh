@@ -12,7 +12,7 @@
 # named in the block below itself):
 #   IMAGENET_ROOT=/data/ILSVRC2012 sbatch jobs/slurm/32k-single-node.sh
 # Checkpoints, logs and summary.json go to results/32k-8gpu (PFN15_OUT=... to
-# change it). tests/jobs/test_jobs.py checks that nodes x ranks per node equals the
+# change it). tools/check_jobs.py checks that nodes x ranks per node equals the
 # rank count launched below and divides the global batch into whole
 # microbatches.
 #

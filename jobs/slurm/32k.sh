@@ -11,7 +11,7 @@
 # named in the block below itself):
 #   IMAGENET_ROOT=/data/ILSVRC2012 sbatch jobs/slurm/32k.sh
 # Checkpoints, logs and summary.json go to results/32k-1024gpu (PFN15_OUT=...
-# to change it). tests/jobs/test_jobs.py checks that nodes x ranks per node equals
+# to change it). tools/check_jobs.py checks that nodes x ranks per node equals
 # the rank count launched below and the config's worker count.
 #
 # Time limit and preemption: SLURM sends this script SIGUSR1 300 s before the
