@@ -1,5 +1,5 @@
-"""Nothing pfn15 reads runs code, and no damaged checkpoint gets a traceback (issue 23);
-a resumed run's plots equal the uninterrupted run's (issue 20).
+"""Nothing pfn15 reads runs code, and no damaged checkpoint gets a traceback;
+a resumed run's plots equal the uninterrupted run's.
 
 One real short demo run on 2 ranks writes the checkpoints at iterations 5 and 8.
 Most mutations of them are judged in-process by the same functions a resume
@@ -63,8 +63,8 @@ def raw_members(path):
 
 
 def crafted(path, identity_from, marker):
-    """The file of issue 23: a pfn15/identity record and one object array whose
-    pickle calls os.system."""
+    """An attacker's checkpoint: a real pfn15/identity record and one object
+    array whose pickle calls os.system."""
     identity = dict(raw_members(identity_from))['pfn15/identity.npy']
     planted = numpy.empty((), dtype=object)
     planted[()] = Planted(marker)
@@ -458,7 +458,7 @@ def test_resumed_plots_and_log_equal_the_uninterrupted_run(straight, tmp_path):
 
 
 def test_the_crafted_checkpoint_runs_nothing_and_the_run_continues(straight, tmp_path):
-    """The file of issue 23 and a truncated newest checkpoint: each named in one
+    """An attacker's checkpoint (crafted) and a truncated newest one: each named in one
     line from rank 0, the run continues from iteration 5 to the same figures."""
     out = resumed_copy(straight, tmp_path)
     marker = str(tmp_path / 'attacker-was-here')

@@ -1,6 +1,8 @@
-"""Issue 14: no silent hangs, no silent garbage. Each fault of the issue's table,
-for real: mpiexec from the venv, real ranks stopped, signalled or given broken
-data (per rank with -env / -wdir), a real full tmpfs.
+"""No silent hangs, no silent garbage (docs/faults.md): a stopped rank, data
+missing on one rank or one node, an output path too long, a flood of corrupt
+images, a full disk, Ctrl-C once and twice, SIGUSR1 during start-up,
+checkpoint trouble. Each for real: mpiexec from the venv, real ranks stopped,
+signalled or given broken data (per rank with -env / -wdir), a real full tmpfs.
 
 Every run has a deadline: a job that hangs fails the test instead of hanging it.
 """

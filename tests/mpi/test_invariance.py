@@ -1,4 +1,4 @@
-"""The same run on any number of workers, bit for bit (issues 12 and 22), with real
+"""The same run on any number of workers, bit for bit, with real
 pfn15.train under mpiexec and comm.reduction=canonical (the default):
 
 * the digits demo model (RMSprop warm-up, BN without moving averages), 24

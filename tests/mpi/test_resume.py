@@ -1,4 +1,4 @@
-"""Refusing to mix runs (issue 12): every trajectory-changing difference between a
+"""Refusing to mix runs: every trajectory-changing difference between a
 checkpoint and the config resuming it stops with exit 2 and one line naming the
 key and both values; an explicit resume.allow_changed continues; keys that do
 not change the trajectory never block; a finished run is left alone; resume=none

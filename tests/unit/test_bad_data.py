@@ -238,7 +238,7 @@ def test_bad_images_error_mode(bad_files, kind):
         assert bad_files[kind] in str(e.value) and 'data.bad_images' in str(e.value)
 
 
-# ---------------------------------------------------------------- edge cases (issue 19)
+# ---------------------------------------------------------------- edge cases
 
 def test_a_broken_symlink_is_missing_data_in_both_layouts(tree):
     folder = os.path.join(tree, 'train', sorted(os.listdir(os.path.join(tree, 'train')))[1])

@@ -1,4 +1,4 @@
-"""pfn15.reduction (issue 22): the canonical tree, its streaming accumulator, and
+"""pfn15.reduction: the canonical tree, its streaming accumulator, and
 the all-reduce that finishes it over real MPI ranks -- the same bits for every
 split of the leaves into contiguous ranges."""
 import itertools
