@@ -23,6 +23,7 @@ import yaml
 
 from pfn15 import errors
 from pfn15 import optimizers as _optimizers   # the registry only; no Chainer
+from pfn15.data import order                  # the batch arithmetic; no Chainer
 
 
 
@@ -274,13 +275,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
-    # Derived values, for every part to use the same arithmetic.
-    def base_lr(self):
-        return self.schedule.lr_per_256 * self.batch.global_ / 256.0
-
-    def microbatches(self, workers):
-        """Microbatches each worker accumulates per update."""
-        return self.batch.global_ // (self.batch.per_worker * workers)
+    # The batch arithmetic derived from it (microbatches, base learning rate,
+    # epochs) is pfn15.data.order.BatchPlan.from_config(cfg, train_size, workers).
 
     def to_dict(self):
         return _to_dict(self)
@@ -559,10 +555,10 @@ def validate(cfg, workers=None, check_paths=True):
             raise ConfigError('resume.allow_changed', '%r is not a config key (e.g. '
                               'train.epochs, or %s for the training data)' % (key, DATASET_KEY))
     b = cfg.batch
-    if b.global_ % b.per_worker:
+    if order.whole_microbatches(b.global_, b.per_worker) is None:
         raise ConfigError('batch.global', 'global batch %d is not a multiple of '
                           'batch.per_worker=%d' % (b.global_, b.per_worker))
-    if workers is not None and b.global_ % (b.per_worker * workers):
+    if workers is not None and order.whole_microbatches(b.global_, b.per_worker, workers) is None:
         raise ConfigError('batch.global', 'global batch %d does not divide into %d workers '
                           'x batch.per_worker=%d x whole microbatches'
                           % (b.global_, workers, b.per_worker))
@@ -620,7 +616,6 @@ def validate(cfg, workers=None, check_paths=True):
 def _validate_batch_schedule(b, workers):
     if not b.schedule:
         return
-    unit = b.per_worker * (workers or 1)
     last = None
     for i, pair in enumerate(b.schedule):
         key = 'batch.schedule[%d]' % i
@@ -634,7 +629,7 @@ def _validate_batch_schedule(b, workers):
         if size < 1 or size != int(size):
             raise ConfigError(key, 'the global batch must be a whole number >= 1, got %r'
                               % (size,))
-        if int(size) % unit:
+        if order.whole_microbatches(size, b.per_worker, workers or 1) is None:
             raise ConfigError(key, 'global batch %d is not a multiple of %sbatch.per_worker=%d'
                               % (size, '%d workers x ' % workers if workers else '',
                                  b.per_worker))

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from pfn15 import config as config_mod
+from pfn15.data import order
 
 REPO = Path(__file__).resolve().parents[1]
 JOBS = REPO / 'jobs'
@@ -283,10 +284,11 @@ def check_script(path, repo=REPO):
                         % (name, train['line'], train['config'], workers, e))
         return problems
     b = cfg.batch
-    job.update(workers=workers, config=cfg, microbatches=cfg.microbatches(workers))
-    if b.per_worker * workers * cfg.microbatches(workers) != b.global_:
+    k = order.whole_microbatches(b.global_, b.per_worker, workers)
+    job.update(workers=workers, config=cfg, microbatches=k)
+    if b.per_worker * workers * k != b.global_:
         problems.append('%s: %d workers x %d x %d microbatches != global batch %d'
-                        % (name, workers, b.per_worker, cfg.microbatches(workers), b.global_))
+                        % (name, workers, b.per_worker, k, b.global_))
     gpus = job['gpus_per_node']
     if cfg.train.device == 'gpu' and gpus != rpn:
         problems.append('%s: %s trains on GPUs, one rank per GPU, but the job asks for '
@@ -358,7 +360,8 @@ def test_resources_match_config(path):
     train = [l for l in job['launches'] if l['config']][0]
     cfg = config_mod.load(str(REPO / train['config']), train['overrides'],
                           workers=train['n'], check_paths=False)
-    assert (train['n'], cfg.microbatches(train['n'])) == EXPECTED[path.name]
+    assert (train['n'], order.whole_microbatches(cfg.batch.global_, cfg.batch.per_worker,
+                                                 train['n'])) == EXPECTED[path.name]
 
 
 def test_paper_run_is_the_papers_shape():

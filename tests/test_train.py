@@ -176,7 +176,7 @@ def test_a_killed_rank_ends_the_job_within_60_seconds(tmp_path):
 ])
 def test_finite_gradient_check_stops_on_nan_and_inf_only(dtype, bad, stops):
     import chainer
-    from pfn15.training import extensions as X
+    from pfn15.training import finite as X
     link = chainer.Link()
     with link.init_scope():
         link.a = chainer.Parameter(numpy.zeros(1000, dtype))

@@ -157,9 +157,10 @@ def measure(world, args, fmt):
     before = rss_mb()
     train, arrays, t0, t1 = (time_files if fmt == 'files' else time_packed)(world, args)
     t2 = time.perf_counter()
-    plan = order.BatchPlan(args.global_batch, len(train))
+    plan = order.BatchPlan(args.global_batch, len(train), per_worker=args.per_worker,
+                           workers=world.size)
     sample_order = order.SampleOrder(0, len(train))
-    stream = order.RankStream(plan, world.size, world.rank, args.per_worker)
+    stream = order.RankStream(plan, world.rank)
     keys = [sample_order.key(stream.global_position(q)) for q in range(args.per_worker)]
     first = [train[i][0] for i, _ in keys]
     quiet_barrier(world)

@@ -213,7 +213,7 @@ def start(cfg, comm, run):
             'the run in %s is finished: its checkpoint is at iteration %d, the last of this '
             'config (%.4g epochs); %s is kept. To train longer, raise train.epochs and add '
             'resume.allow_changed=train.epochs' % (cfg.out, iteration,
-                                                     run.epochs.at(iteration), summary))
+                                                     run.plan.epochs_at(iteration), summary))
     arrays = decision[1][1] if comm.rank == 0 else None
     arrays, _ = data.bcast_arrays(comm.mpi_comm, (arrays, None) if comm.rank == 0 else None)
     serializers.NpzDeserializer(arrays, strict=False).load(run.trainer)
