@@ -1,4 +1,4 @@
-"""The ImageNet-scale index path at W ranks: list, broadcast, order (issues 12, 19).
+"""The ImageNet-scale index path at W ranks: list, broadcast, order.
 
     mpiexec -n 8 python tools/index_scale.py [--entries 1281167] [--dir /tmp/pfn15-index]
                                              [--format both|files|packed]
