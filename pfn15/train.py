@@ -360,8 +360,8 @@ def train(argv):
     except DataError as e:
         error = str(e)
     # Room for two checkpoints in out (an estimate: optimizer states appear later).
-    per_rank = startup.checkpoint_bytes(run.model, cfg.optimizer.name) if run else 0
-    error = error or startup.check_room(world, hosts, cfg.out, per_rank)
+    file_bytes = startup.checkpoint_file_bytes(run.model, cfg.optimizer.name) if run else 0
+    error = error or startup.check_room(world, hosts, cfg.out, file_bytes)
     startup.agree(world, error, hosts)
 
     # Elastic resume on any worker count; refuses to mix runs (resume.Refused,
