@@ -59,9 +59,9 @@ def _step_config(args, out_dir, workers=1):
         'optimizer.name=%s' % args.optimizer,
         'train.device=%s' % ('cpu' if args.device == 'cpu' else 'gpu'),
         'train.iterations=1000000000',   # never stop: the benchmark drives the loop
-        'train.eval_every=0',            # no evaluation inside the timed iterations
+        'train.eval_every_epochs=0',     # no evaluation inside the timed iterations
         'train.progress_bar=false',
-        'checkpoint.every=0', 'resume=none', 'out=%s' % out_dir,
+        'checkpoint.every_iterations=0', 'resume=none', 'out=%s' % out_dir,
     ]
     return config.load(None, overrides=overrides + list(args.set), check_paths=False)
 

@@ -211,8 +211,10 @@ class CommConfig:
 class TrainConfig:
     epochs: float = field(default=90.0, metadata=_same({'min': 0.0}))
     iterations: int = field(default=0, metadata=_same({'min': 0}))  # > 0: stop here instead
-    eval_every: float = field(default=1.0, metadata=_free({'min': 0.0}))   # epochs
-    log_every: int = field(default=10, metadata=_free({'min': 1}))         # iterations
+    # Evaluate every this many global epochs (and at the end); 0 = only at the end.
+    eval_every_epochs: float = field(default=1.0, metadata=_free({'min': 0.0}))
+    # Iterations between progress-bar updates (or plain progress lines in a job log).
+    progress_every: int = field(default=10, metadata=_free({'min': 1}))
     device: str = field(default='cpu', metadata=_free(_choices('cpu', 'gpu')))
     # mixed16: float16 with float32 master weights on GPU; on CPU bfloat16 convolutions
     # and BN through oneDNN (model.cpu_functions=onednn; docs/onednn.md), float32
@@ -242,7 +244,8 @@ class TrainConfig:
 
 @dataclass
 class CheckpointConfig:
-    every: int = field(default=1000, metadata=_free({'min': 0}))  # iterations; 0 = only at the end
+    # Write one every this many iterations, and at the end; 0 = only at the end.
+    every_iterations: int = field(default=1000, metadata=_free({'min': 0}))
     keep: int = field(default=3, metadata=_free({'min': 1}))
 
 
@@ -372,6 +375,8 @@ def _build(cls, data, prefix):
     fields = {_yaml_name(f): f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for k in data:
+        if prefix + str(k) in RENAMED:
+            raise ConfigError(prefix + str(k), renamed_message(prefix + str(k)))
         if k not in fields:
             near = _near_keys(cls, str(k), data[k])
             hint = ' (did you mean %s?)' % ' or '.join(prefix + n for n in near) if near else ''
@@ -482,6 +487,29 @@ def load(path=None, overrides=(), workers=None, check_paths=True):
     return cfg
 
 
+# Keys renamed to say what they count. Unlike moved_keys, an old name in a YAML
+# file or an override is refused with its new one (its meaning did not move with
+# it); a checkpoint's stored config still reads under the new names (stored_key).
+RENAMED = {
+    'train.log_every': ('train.progress_every', 'iterations between progress updates'),
+    'train.eval_every': ('train.eval_every_epochs', 'global epochs between evaluations'),
+    'checkpoint.every': ('checkpoint.every_iterations', 'iterations between checkpoints'),
+}
+
+
+def renamed_message(old):
+    new, what = RENAMED[old]
+    return 'was renamed %s (%s)' % (new, what)
+
+
+def stored_key(key):
+    """The name now of dotted `key` as a config stored by an older pfn15 (a
+    checkpoint's record) may spell it: old optimizer keys and renamed keys."""
+    if key in RENAMED:
+        return RENAMED[key][0]
+    return moved_keys().get(key, key)
+
+
 def moved_keys():
     """{old dotted key: its key now}: optimizer keys from before the per-optimizer
     sections (optimizer.lars_trust -> optimizer.lars.trust), still accepted."""
@@ -551,6 +579,8 @@ def validate(cfg, workers=None, check_paths=True):
     """Checks that span several keys, or the world outside the config."""
     known = dotted_keys(cfg)
     for key in cfg.resume.allow_changed:
+        if key in RENAMED:
+            raise ConfigError('resume.allow_changed', '%s %s' % (key, renamed_message(key)))
         if key != DATASET_KEY and key not in known:
             raise ConfigError('resume.allow_changed', '%r is not a config key (e.g. '
                               'train.epochs, or %s for the training data)' % (key, DATASET_KEY))

@@ -196,7 +196,7 @@ def build(cfg, comm):
     # The recipe: schedule every iteration; before each evaluation, BN
     # statistics of the last global batch (its groups' mean, over workers).
     trainer.extend(ScheduleDriver(cfg, plan))
-    eval_trigger = EpochTrigger(cfg.train.eval_every, plan, stop)
+    eval_trigger = EpochTrigger(cfg.train.eval_every_epochs, plan, stop)
     if not cfg.bn.moving_average:
         trainer.extend(AllreduceBNStatistics(predictor, comm, eval_trigger))
     # Sample-weighted mean over the whole validation set (pfn15/training/evaluator.py).
@@ -209,7 +209,8 @@ def build(cfg, comm):
 
     checkpointer = checkpoint.Checkpointer(cfg.out, comm, model, resume.identity(cfg, meta),
                                            keep=cfg.checkpoint.keep)
-    trainer.extend(checkpoint.CheckpointExtension(checkpointer, cfg.checkpoint.every, stop))
+    trainer.extend(checkpoint.CheckpointExtension(checkpointer, cfg.checkpoint.every_iterations,
+                                                  stop))
     # Missing files, too many corrupt images, stop signals: the collective checks
     # (pfn15/training/checks.py), one all-reduce per iteration, so every rank
     # stops together (before the checkpoint).
@@ -243,9 +244,9 @@ def build(cfg, comm):
                                  eval_trigger),   # validation points sit at their epoch
                 plan, name, what, '%s -- %s' % (what, title)))
         if cfg.train.progress_bar and terminal:
-            trainer.extend(E.ProgressBar(update_interval=cfg.train.log_every))
+            trainer.extend(E.ProgressBar(update_interval=cfg.train.progress_every))
         elif cfg.train.progress_bar:
-            trainer.extend(console.PlainProgress(stop.iterations, plan, cfg.train.log_every))
+            trainer.extend(console.PlainProgress(stop.iterations, plan, cfg.train.progress_every))
 
     return Run(trainer=trainer, updater=updater, optimizer=optimizer, model=model,
                meta=meta, checkpointer=checkpointer, log_report=log_report, plan=plan,

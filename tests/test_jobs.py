@@ -409,8 +409,8 @@ def test_checker_reports_rank_count_the_config_cannot_use(tmp_path):
 
 
 def test_checker_reads_overrides(tmp_path):
-    path = _drift(tmp_path, 'pbs/32k-single-node.sh', 'checkpoint.every=100',
-                  'checkpoint.every=100 batch.per_worker=48')
+    path = _drift(tmp_path, 'pbs/32k-single-node.sh', 'checkpoint.every_iterations=100',
+                  'checkpoint.every_iterations=100 batch.per_worker=48')
     problems = check_script(path)
     assert any('batch.per_worker=48' in p or 'not a multiple of batch.per_worker=48' in p
                for p in problems), problems

@@ -238,8 +238,9 @@ def test_every_constant_is_sourced(name):
     for line in text.splitlines():
         s = line.split('#')[0].strip()
         if s.endswith(':') or not s or s.startswith(('name:', 'out:', 'seed:', 'root:',
-                                                      'eval_every', 'log_every', 'every:',
-                                                      'keep:', 'loader_workers', 'dataset:',
+                                                      'eval_every', 'progress_every',
+                                                      'every_iterations:', 'keep:',
+                                                      'loader_workers', 'dataset:',
                                                       'crop_size', 'val_resize', 'epochs:',
                                                       'device:', 'global:', 'decay:')):
             continue
@@ -267,7 +268,7 @@ def test_small_sony_grows_the_batch_end_to_end(tmp_path):
     out = str(tmp_path / 'sony')
     p = train(2, 'configs/small/sony.yaml', 'out=' + out, 'train.epochs=2',
               'batch.schedule=[[0,64],[1,128]]', 'batch.global=64',
-              'train.progress_bar=false', 'checkpoint.every=0', 'resume=none',
+              'train.progress_bar=false', 'checkpoint.every_iterations=0', 'resume=none',
               'schedule.warmup_epochs=0', timeout=120)
     assert p.returncode == 0, p.stderr[-3000:]
     s = read_summary(out)
