@@ -59,9 +59,9 @@ def _step_config(args, out_dir, workers=1):
         'optimizer.name=%s' % args.optimizer,
         'train.device=%s' % ('cpu' if args.device == 'cpu' else 'gpu'),
         'train.iterations=1000000000',   # never stop: the benchmark drives the loop
-        'train.eval_every=0',            # no evaluation inside the timed iterations
+        'train.eval_every_epochs=0',     # no evaluation inside the timed iterations
         'train.progress_bar=false',
-        'checkpoint.every=0', 'resume=none', 'out=%s' % out_dir,
+        'checkpoint.every_iterations=0', 'resume=none', 'out=%s' % out_dir,
     ]
     return config.load(None, overrides=overrides + list(args.set), check_paths=False)
 
@@ -101,7 +101,7 @@ class _TrainerDriver(object):
         self.trainer.updater.finalize()
 
 
-def _bare_loop(cfg, classes, in_channels, batch, device):
+def _bare_loop(cfg, classes, in_channels, batch, device, lr):
     """(a): the same predictor, chainer.links.Classifier, MomentumSGD with Chainer's
     WeightDecay hook -- the loop of Chainer's ImageNet example -- on one fixed batch."""
     import chainer
@@ -111,7 +111,7 @@ def _bare_loop(cfg, classes, in_channels, batch, device):
     model = L.Classifier(models.build(cfg, classes, in_channels))
     if device >= 0:
         model.to_gpu(device)
-    opt = chainer.optimizers.MomentumSGD(lr=cfg.base_lr(), momentum=cfg.optimizer.momentum)
+    opt = chainer.optimizers.MomentumSGD(lr=lr, momentum=cfg.optimizer.momentum)
     opt.setup(model)
     opt.add_hook(optimizer_hooks.WeightDecay(cfg.optimizer.weight_decay))
     x, t = chainer.dataset.concat_examples(batch, device if device >= 0 else None)
@@ -130,7 +130,7 @@ def _sync(device):
         cupy.cuda.Device(device).synchronize()
 
 
-def _run_peer(args, cfg, device, classes, in_channels):
+def _run_peer(args, cfg, device, classes, in_channels, lr):
     """The PyTorch ResNet-50 peer (pfn15.bench_torch) on the same device and batch,
     with mixed precision when (b) runs mixed16; None when not asked for."""
     from pfn15 import bench_torch
@@ -150,11 +150,11 @@ def _run_peer(args, cfg, device, classes, in_channels):
         args.batch, args.size, device if device >= 0 else 'cpu', args.iters, args.blocks,
         max(1, args.warmup), amp=(cfg.train.dtype == 'mixed16') if device >= 0 else False,
         channels_last=True, classes=classes, in_channels=in_channels,
-        lr=cfg.base_lr(), momentum=cfg.optimizer.momentum,
+        lr=lr, momentum=cfg.optimizer.momentum,
         weight_decay=cfg.optimizer.weight_decay, seed=cfg.seed)
 
 
-def _cpu_peer_session(args, cfg, classes, in_channels):
+def _cpu_peer_session(args, cfg, classes, in_channels, lr):
     """On CPU the peer is built up front and timed in the same rotation as (a) and (b)
     (a, b, peer, a, b, peer, ...), so a change in the machine's load hits all three
     alike; None when no peer is asked for, or the 'skipped' dict."""
@@ -165,7 +165,7 @@ def _cpu_peer_session(args, cfg, classes, in_channels):
         return {'status': 'skipped', 'reason': 'the peer is a ResNet-50; --arch is %s'
                 % args.arch}
     return bench_torch.cpu_session(
-        args.batch, args.size, classes=classes, in_channels=in_channels, lr=cfg.base_lr(),
+        args.batch, args.size, classes=classes, in_channels=in_channels, lr=lr,
         momentum=cfg.optimizer.momentum, weight_decay=cfg.optimizer.weight_decay,
         seed=cfg.seed, channels_last=True, amp=_cpu_bf16(cfg))
 
@@ -191,10 +191,8 @@ def run_step(args):
         chainer.cuda.get_device_from_id(device).use()
 
     # (b) the product: build_trainer is what `python -m pfn15.train` runs.
-    if not hasattr(train_module, 'build_trainer'):
-        raise RuntimeError('pfn15.train.build_trainer(cfg, comm) is missing: bench step '
-                           'needs it for the full pfn15 iteration')
     trainer = train_module.build_trainer(cfg, comm)
+    lr = trainer.updater.plan.base_lr(0)   # the run's rate, for (a) and the peer too
     driver = _TrainerDriver(trainer)
     dataset = trainer.updater.get_iterator('main').dataset
     model_b = trainer.updater.get_optimizer('main').target
@@ -205,13 +203,13 @@ def run_step(args):
     if classes is None:
         from pfn15.data import digits
         classes = digits.load(cfg.data)[2]['classes']
-    bare_step, model_a = _bare_loop(cfg, classes, in_channels, sample, device)
+    bare_step, model_a = _bare_loop(cfg, classes, in_channels, sample, device, lr)
 
     n_params = sum(p.size for p in model_b.params())
     n_arrays = sum(1 for _ in model_b.params())
     n_bytes = sum(p.array.nbytes for p in model_b.params())
 
-    session = _cpu_peer_session(args, cfg, classes, in_channels) if device < 0 else None
+    session = _cpu_peer_session(args, cfg, classes, in_channels, lr) if device < 0 else None
     loops = [(bare_step, []), (driver.step, [])]
     if session is not None and not isinstance(session, dict):
         loops.append((session.step, []))
@@ -231,7 +229,7 @@ def run_step(args):
     a_rates, b_rates = loops[0][1], loops[1][1]
     driver.finalize()
     if session is None:
-        peer = _run_peer(args, cfg, device, classes, in_channels)
+        peer = _run_peer(args, cfg, device, classes, in_channels, lr)
     elif isinstance(session, dict):
         peer = session
     else:

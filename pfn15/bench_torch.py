@@ -1,8 +1,8 @@
 """The PyTorch ResNet-50 peer that `python -m pfn15.bench step` measures pfn15 against.
 
-Why: the issue asks for the images/s of pfn15's Chainer ResNet-50 iteration next
-to that of a plain, well-tuned PyTorch loop on the same device, in the same
-command, and for their ratio. Goal: Chainer >= 0.5x this peer at per-worker batch
+Why: pfn15's Chainer ResNet-50 iteration is only fast or slow next to a plain,
+well-tuned PyTorch loop on the same device, so bench reports both images/s,
+measured in the same command, and their ratio. Goal: Chainer >= 0.5x this peer at per-worker batch
 256 with mixed precision on a GPU (tools/gpu_check.py reads `torch_img_per_s`
 from bench's JSON).
 

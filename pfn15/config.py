@@ -23,6 +23,7 @@ import yaml
 
 from pfn15 import errors
 from pfn15 import optimizers as _optimizers   # the registry only; no Chainer
+from pfn15.data import order                  # the batch arithmetic; no Chainer
 
 
 
@@ -210,8 +211,10 @@ class CommConfig:
 class TrainConfig:
     epochs: float = field(default=90.0, metadata=_same({'min': 0.0}))
     iterations: int = field(default=0, metadata=_same({'min': 0}))  # > 0: stop here instead
-    eval_every: float = field(default=1.0, metadata=_free({'min': 0.0}))   # epochs
-    log_every: int = field(default=10, metadata=_free({'min': 1}))         # iterations
+    # Evaluate every this many global epochs (and at the end); 0 = only at the end.
+    eval_every_epochs: float = field(default=1.0, metadata=_free({'min': 0.0}))
+    # Iterations between progress-bar updates (or plain progress lines in a job log).
+    progress_every: int = field(default=10, metadata=_free({'min': 1}))
     device: str = field(default='cpu', metadata=_free(_choices('cpu', 'gpu')))
     # mixed16: float16 with float32 master weights on GPU; on CPU bfloat16 convolutions
     # and BN through oneDNN (model.cpu_functions=onednn; docs/onednn.md), float32
@@ -241,7 +244,8 @@ class TrainConfig:
 
 @dataclass
 class CheckpointConfig:
-    every: int = field(default=1000, metadata=_free({'min': 0}))  # iterations; 0 = only at the end
+    # Write one every this many iterations, and at the end; 0 = only at the end.
+    every_iterations: int = field(default=1000, metadata=_free({'min': 0}))
     keep: int = field(default=3, metadata=_free({'min': 1}))
 
 
@@ -274,13 +278,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
-    # Derived values, for every part to use the same arithmetic.
-    def base_lr(self):
-        return self.schedule.lr_per_256 * self.batch.global_ / 256.0
-
-    def microbatches(self, workers):
-        """Microbatches each worker accumulates per update."""
-        return self.batch.global_ // (self.batch.per_worker * workers)
+    # The batch arithmetic derived from it (microbatches, base learning rate,
+    # epochs) is pfn15.data.order.BatchPlan.from_config(cfg, train_size, workers).
 
     def to_dict(self):
         return _to_dict(self)
@@ -376,6 +375,8 @@ def _build(cls, data, prefix):
     fields = {_yaml_name(f): f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for k in data:
+        if prefix + str(k) in RENAMED:
+            raise ConfigError(prefix + str(k), renamed_message(prefix + str(k)))
         if k not in fields:
             near = _near_keys(cls, str(k), data[k])
             hint = ' (did you mean %s?)' % ' or '.join(prefix + n for n in near) if near else ''
@@ -486,6 +487,29 @@ def load(path=None, overrides=(), workers=None, check_paths=True):
     return cfg
 
 
+# Keys renamed to say what they count. Unlike moved_keys, an old name in a YAML
+# file or an override is refused with its new one (its meaning did not move with
+# it); a checkpoint's stored config still reads under the new names (stored_key).
+RENAMED = {
+    'train.log_every': ('train.progress_every', 'iterations between progress updates'),
+    'train.eval_every': ('train.eval_every_epochs', 'global epochs between evaluations'),
+    'checkpoint.every': ('checkpoint.every_iterations', 'iterations between checkpoints'),
+}
+
+
+def renamed_message(old):
+    new, what = RENAMED[old]
+    return 'was renamed %s (%s)' % (new, what)
+
+
+def stored_key(key):
+    """The name now of dotted `key` as a config stored by an older pfn15 (a
+    checkpoint's record) may spell it: old optimizer keys and renamed keys."""
+    if key in RENAMED:
+        return RENAMED[key][0]
+    return moved_keys().get(key, key)
+
+
 def moved_keys():
     """{old dotted key: its key now}: optimizer keys from before the per-optimizer
     sections (optimizer.lars_trust -> optimizer.lars.trust), still accepted."""
@@ -555,14 +579,16 @@ def validate(cfg, workers=None, check_paths=True):
     """Checks that span several keys, or the world outside the config."""
     known = dotted_keys(cfg)
     for key in cfg.resume.allow_changed:
+        if key in RENAMED:
+            raise ConfigError('resume.allow_changed', '%s %s' % (key, renamed_message(key)))
         if key != DATASET_KEY and key not in known:
             raise ConfigError('resume.allow_changed', '%r is not a config key (e.g. '
                               'train.epochs, or %s for the training data)' % (key, DATASET_KEY))
     b = cfg.batch
-    if b.global_ % b.per_worker:
+    if order.whole_microbatches(b.global_, b.per_worker) is None:
         raise ConfigError('batch.global', 'global batch %d is not a multiple of '
                           'batch.per_worker=%d' % (b.global_, b.per_worker))
-    if workers is not None and b.global_ % (b.per_worker * workers):
+    if workers is not None and order.whole_microbatches(b.global_, b.per_worker, workers) is None:
         raise ConfigError('batch.global', 'global batch %d does not divide into %d workers '
                           'x batch.per_worker=%d x whole microbatches'
                           % (b.global_, workers, b.per_worker))
@@ -620,7 +646,6 @@ def validate(cfg, workers=None, check_paths=True):
 def _validate_batch_schedule(b, workers):
     if not b.schedule:
         return
-    unit = b.per_worker * (workers or 1)
     last = None
     for i, pair in enumerate(b.schedule):
         key = 'batch.schedule[%d]' % i
@@ -634,7 +659,7 @@ def _validate_batch_schedule(b, workers):
         if size < 1 or size != int(size):
             raise ConfigError(key, 'the global batch must be a whole number >= 1, got %r'
                               % (size,))
-        if int(size) % unit:
+        if order.whole_microbatches(size, b.per_worker, workers or 1) is None:
             raise ConfigError(key, 'global batch %d is not a multiple of %sbatch.per_worker=%d'
                               % (size, '%d workers x ' % workers if workers else '',
                                  b.per_worker))

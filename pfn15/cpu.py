@@ -7,28 +7,23 @@ im2col buffers, gradients). By default glibc serves each block above its mmap
 threshold with a fresh mmap() and gives it back with munmap(), so every
 iteration page-faults its whole working set in again: ~1M minor faults and a
 large share of system time per ResNet-50 step. Serving all blocks from the heap
-and never trimming it lets the next iteration reuse the pages.
-
-Measured (`python -m pfn15.bench step`, ResNet-50, batch 16, 112 px, 2 vCPUs):
-one forward/backward 2.35 s with glibc's defaults, 1.83 s with this setting, at
-the same peak resident memory. It also makes the time of a step independent of
-the accidents of the allocation order (a loop that keeps its last graph alive
-ran 10% faster than one that frees it).
+and never trimming it lets the next iteration reuse the pages, at the same peak
+resident memory. It also makes the time of a step independent of the accidents
+of the allocation order (whether a loop keeps its last graph alive or frees it).
 
 2. BLAS threads: every rank's OpenBLAS starts one thread per core of the node,
 so `mpiexec -n 2` on 2 cores runs 4 threads that spin against each other. pfn15
 gives each rank cores / (ranks on this node) threads (torchrun's rule), unless
-OMP_NUM_THREADS / OPENBLAS_NUM_THREADS / MKL_NUM_THREADS say otherwise. Measured
-(demo model, 2 vCPUs, 3 ranks): 0.23 s per iteration with OpenBLAS's default,
-0.12 s with one thread per rank.
+OMP_NUM_THREADS / OPENBLAS_NUM_THREADS / MKL_NUM_THREADS say otherwise.
 
    With pfn15's CPU functions (model.cpu_functions=pfn15) those threads are
 pfn15's: BLAS runs one thread, and each large matrix product is split over
 the rank's threads by pfn15 (functions/_parallel.matmul), a single-threaded
 BLAS call per share of rows. OpenBLAS's own split of the convolutions'
-tall, narrow products keeps its threads waiting on each other; measured (2
-vCPUs), e.g. (25600x64)@(64x256): 98 GFLOP/s on OpenBLAS's 2 threads, 143
-split by rows; a ResNet-50 step (batch 16, 160 px) 2.66 s -> 2.40 s.
+tall, narrow products keeps its threads waiting on each other.
+
+(The measurements behind 1 and 2: docs/performance.md, "Memory and threads"
+and "bench step".)
 
 3. OpenBLAS's kernel (pfn15/blas_kernel.py): chosen from the CPU flags before
 NumPy loads; set_threads() warns with the line to export when NumPy was loaded

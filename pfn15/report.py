@@ -127,8 +127,9 @@ def run_one(out, overrides, seed, epochs, ranks=2, log=print):
         raise SystemExit('pfn15.report: mpiexec not found (pip install -e .[mpich])')
     cmd = [exe, '-n', str(ranks), sys.executable, '-m', 'pfn15.train', BASE_CONFIG,
            'out=' + out, 'seed=%d' % seed, 'resume=none', 'train.epochs=%g' % epochs,
-           'train.eval_every=1', 'train.progress_bar=false', 'checkpoint.every=0',
-           'checkpoint.keep=1', 'bn.moving_average=false'] + list(overrides)
+           'train.eval_every_epochs=1', 'train.progress_bar=false',
+           'checkpoint.every_iterations=0', 'checkpoint.keep=1',
+           'bn.moving_average=false'] + list(overrides)
     start = time.time()
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, 'stdout.txt'), 'w') as f:

@@ -112,10 +112,14 @@ def build(cfg, comm):
     from pfn15 import cpu
     from pfn15 import comm as comm_module
     from pfn15 import data, models, optimizers
+    from pfn15.data import order
     from pfn15.data.iterator import GlobalOrderIterator
     from pfn15.training import checkpoint, checks, console, plot, resume
-    from pfn15.training import extensions as X
+    from pfn15.training.finite import FiniteGradientCheck
     from pfn15.training.plot import TrainingPlot
+    from pfn15.training.recipe import AllreduceBNStatistics, ScheduleDriver
+    from pfn15.training.reporting import BadImageCount, Throughput
+    from pfn15.training.triggers import EpochTrigger, StopTrigger
     from pfn15.training.evaluator import WholeSetEvaluator
     from pfn15.training.updater import AccumulatingUpdater
 
@@ -163,26 +167,27 @@ def build(cfg, comm):
     if device >= 0:
         model.to_gpu(device)
 
-    optimizer = optimizers.build(cfg.optimizer, model, lr=cfg.base_lr())
+    # The batch arithmetic (global batch, microbatches, base rate, epochs of every
+    # update), which everything below asks.
+    plan = order.BatchPlan.from_config(cfg, meta['train_size'], comm.size)
+    optimizer = optimizers.build(cfg.optimizer, model, lr=plan.base_lr(0))
     if gpu_mixed16:
         optimizer.loss_scaling()      # dynamic loss scaling for float16 gradients
         optimizer.use_fp32_update()   # float32 master weights
     if cfg.train.check_finite:
-        optimizer.add_hook(X.FiniteGradientCheck())
+        optimizer.add_hook(FiniteGradientCheck())
     optimizer = comm_module.multi_node_optimizer(optimizer, comm, model)
 
     # The global sample order: update i, worker w, microbatch m always trains on
     # the same BN group of the same samples, whatever the worker count.
-    epochs = X.GlobalEpochs(cfg.batch.global_, meta['train_size'], cfg.batch.schedule)
-    stop = X.StopTrigger(cfg.train.epochs, cfg.train.iterations, epochs)
+    stop = StopTrigger(cfg.train.epochs, cfg.train.iterations, plan)
     train_iter = GlobalOrderIterator(
-        train, cfg.seed, epochs, comm.size, comm.rank, cfg.batch.per_worker, stop.iterations,
+        train, cfg.seed, plan, comm.rank, stop.iterations,
         transform=data.train_transform(cfg),
         loader_workers=cfg.data.loader_workers if cfg.data.dataset == 'imagenet' else 0,
         decoder=decoders[0])
-    microbatches = cfg.microbatches(comm.size)
-    updater = AccumulatingUpdater(train_iter, optimizer, microbatches, device=device, comm=comm,
-                                  global_epochs=epochs,
+    updater = AccumulatingUpdater(train_iter, optimizer, plan.microbatches(0), device=device,
+                                  comm=comm, plan=plan,
                                   average_bn_statistics=not cfg.bn.moving_average,
                                   canonical=cfg.comm.reduction == 'canonical')
     train_iter.follow(updater)
@@ -190,32 +195,33 @@ def build(cfg, comm):
 
     # The recipe: schedule every iteration; before each evaluation, BN
     # statistics of the last global batch (its groups' mean, over workers).
-    trainer.extend(X.ScheduleDriver(cfg, epochs, comm.size))
-    eval_trigger = X.EpochTrigger(cfg.train.eval_every, epochs, stop)
+    trainer.extend(ScheduleDriver(cfg, plan))
+    eval_trigger = EpochTrigger(cfg.train.eval_every_epochs, plan, stop)
     if not cfg.bn.moving_average:
-        trainer.extend(X.AllreduceBNStatistics(predictor, comm, eval_trigger))
+        trainer.extend(AllreduceBNStatistics(predictor, comm, eval_trigger))
     # Sample-weighted mean over the whole validation set (pfn15/training/evaluator.py).
     trainer.extend(WholeSetEvaluator(val_iter, model, comm, eval_trigger, device=device,
                                      top5=meta['classes'] > 5,
                                      canonical=(meta['val_size'], cfg.batch.per_worker)
                                      if cfg.comm.reduction == 'canonical' else None),
                    trigger=eval_trigger, name='validation')
-    trainer.extend(X.Throughput(epochs))
+    trainer.extend(Throughput(plan))
 
     checkpointer = checkpoint.Checkpointer(cfg.out, comm, model, resume.identity(cfg, meta),
                                            keep=cfg.checkpoint.keep)
-    trainer.extend(checkpoint.CheckpointExtension(checkpointer, cfg.checkpoint.every, stop))
+    trainer.extend(checkpoint.CheckpointExtension(checkpointer, cfg.checkpoint.every_iterations,
+                                                  stop))
     # Missing files, too many corrupt images, stop signals: the collective checks
     # (pfn15/training/checks.py), one all-reduce per iteration, so every rank
     # stops together (before the checkpoint).
     collective_checks = checks.build(cfg, types.SimpleNamespace(
-        comm=comm, checkpointer=checkpointer, epochs=epochs, meta=meta))
+        comm=comm, checkpointer=checkpointer, plan=plan, meta=meta))
     trainer.extend(checks.CollectiveChecks(comm, collective_checks))
     data_check = next((c for c in collective_checks if isinstance(c, checks.DataCheck)), None)
 
-    log_trigger = X.EpochTrigger(1, epochs, stop)
+    log_trigger = EpochTrigger(1, plan, stop)
     if cfg.data.dataset == 'imagenet':
-        trainer.extend(X.BadImageCount(comm, log_trigger))
+        trainer.extend(BadImageCount(comm, log_trigger))
     log_report = None
     if comm.rank == 0:   # reporting on rank 0 only
         log_report = E.LogReport(trigger=log_trigger)
@@ -228,23 +234,23 @@ def build(cfg, comm):
             + list(optimizers.entry(cfg.optimizer.name).columns())
             + ['images/s', 'elapsed_time'],
             out=sys.stdout if terminal else console.PlainLines()))
-        total = epochs.at(stop.iterations)
+        total = plan.epochs_at(stop.iterations)
         title = '%s: %d worker(s), global batch %d' % (cfg.name, comm.size, cfg.batch.global_)
         for keys, name, what in ((['main/loss', 'validation/main/loss'], 'loss.png', 'loss'),
                                  (['main/accuracy', 'validation/main/accuracy'],
                                   'accuracy.png', 'top-1 accuracy')):
             trainer.extend(TrainingPlot(
-                keys, plot.AnyOf(X.EpochTrigger(plot.point_period(total), epochs, stop),
+                keys, plot.AnyOf(EpochTrigger(plot.point_period(total), plan, stop),
                                  eval_trigger),   # validation points sit at their epoch
-                epochs, name, what, '%s -- %s' % (what, title)))
+                plan, name, what, '%s -- %s' % (what, title)))
         if cfg.train.progress_bar and terminal:
-            trainer.extend(E.ProgressBar(update_interval=cfg.train.log_every))
+            trainer.extend(E.ProgressBar(update_interval=cfg.train.progress_every))
         elif cfg.train.progress_bar:
-            trainer.extend(console.PlainProgress(stop.iterations, epochs, cfg.train.log_every))
+            trainer.extend(console.PlainProgress(stop.iterations, plan, cfg.train.progress_every))
 
     return Run(trainer=trainer, updater=updater, optimizer=optimizer, model=model,
-               meta=meta, checkpointer=checkpointer, log_report=log_report, epochs=epochs,
-               microbatches=microbatches, data_check=data_check)
+               meta=meta, checkpointer=checkpointer, log_report=log_report, plan=plan,
+               data_check=data_check)
 
 
 def build_trainer(cfg, comm):
@@ -260,14 +266,14 @@ def summarize(cfg, comm, run, wall_seconds, resumed_from, health=None):
         if 'validation/main/accuracy' in entry:
             last_val = entry
     last = run.log_report.log[-1] if run.log_report and run.log_report.log else {}
-    epochs = run.epochs.at(updater.iteration)
-    images = epochs * run.meta['train_size']   # samples seen (the batch may have grown)
+    epochs = run.plan.epochs_at(updater.iteration)
+    images = run.plan.samples_before(updater.iteration)   # the batch may have grown
     summary = {
         'name': cfg.name,
         'workers': comm.size,
         'global_batch': cfg.batch.global_,
         'per_worker_batch': cfg.batch.per_worker,
-        'microbatches': run.microbatches,
+        'microbatches': run.plan.microbatches(0),
         'epochs': epochs,
         'iterations': updater.iteration,
         'val_top1': last_val.get('validation/main/accuracy'),
@@ -337,8 +343,9 @@ def train(argv):
     import chainermn
     from pfn15 import comm as comm_module
     from pfn15.data import DataError
-    from pfn15.training import extensions as X
     from pfn15.training import resume
+    from pfn15.training.finite import NonFiniteError
+    from pfn15.training.reporting import write_summary
     from pfn15.training import watchdog as watchdog_module
     # Any other uncaught exception on any rank: print it once, MPI_Abort the
     # job -- never leave 1,023 ranks waiting in an all-reduce. (ChainerMN has
@@ -354,8 +361,8 @@ def train(argv):
     except DataError as e:
         error = str(e)
     # Room for two checkpoints in out (an estimate: optimizer states appear later).
-    per_rank = startup.checkpoint_bytes(run.model, cfg.optimizer.name) if run else 0
-    error = error or startup.check_room(world, hosts, cfg.out, per_rank)
+    file_bytes = startup.checkpoint_file_bytes(run.model, cfg.optimizer.name) if run else 0
+    error = error or startup.check_room(world, hosts, cfg.out, file_bytes)
     startup.agree(world, error, hosts)
 
     # Elastic resume on any worker count; refuses to mix runs (resume.Refused,
@@ -375,7 +382,8 @@ def train(argv):
         print('pfn15: %s on %d worker(s): global batch %d = %d workers x %d per worker x %d '
               'microbatch(es); %d training images, %d classes'
               % (cfg.name, comm.size, cfg.batch.global_, comm.size, cfg.batch.per_worker,
-                 run.microbatches, run.meta['train_size'], run.meta['classes']), flush=True)
+                 run.plan.microbatches(0), run.meta['train_size'], run.meta['classes']),
+              flush=True)
 
     watchdog_module.attach(watchdog, run.trainer, comm, run.checkpointer)
     watchdog.emergency_save = lambda: run.checkpointer.save_emergency(run.trainer)
@@ -384,9 +392,9 @@ def train(argv):
         # write) end in main(); anything else is printed by the except hook
         # before MPI_Abort.
         run.trainer.run(show_loop_exception_msg=False)
-    except X.NonFiniteError as e:
+    except NonFiniteError as e:
         saved = run.checkpointer.last_saved
-        raise X.NonFiniteError('%s. The last good checkpoint (%s) is kept.' % (
+        raise NonFiniteError('%s. The last good checkpoint (%s) is kept.' % (
             e, 'iteration %d' % saved if saved is not None else 'none written yet')) from None
     finally:
         watchdog.stop()
@@ -395,7 +403,7 @@ def train(argv):
     health = run.data_check.final(comm) if run.data_check is not None else None
     if comm.rank == 0:
         summary = summarize(cfg, comm, run, time.time() - start, resumed_from, health)
-        X.write_summary(os.path.join(cfg.out, 'summary.json'), summary)
+        write_summary(os.path.join(cfg.out, 'summary.json'), summary)
         print('pfn15: done: %d iterations, %.2f epochs, val top-1 %s, %.1f train images/s, '
               '%.1f s; results in %s'
               % (summary['iterations'], summary['epochs'],

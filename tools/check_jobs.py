@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from pfn15 import cli, errors  # noqa: E402
 from pfn15 import config as config_mod  # noqa: E402
+from pfn15.data import order  # noqa: E402
 
 EXIT_STATUS = ('exit status:\n'
                '  0    every script agrees with the configs it launches\n'
@@ -281,10 +282,11 @@ def check_script(path, repo=REPO):
                         % (name, train['line'], train['config'], workers, e))
         return problems
     b = cfg.batch
-    job.update(workers=workers, config=cfg, microbatches=cfg.microbatches(workers))
-    if b.per_worker * workers * cfg.microbatches(workers) != b.global_:
+    k = order.whole_microbatches(b.global_, b.per_worker, workers)
+    job.update(workers=workers, config=cfg, microbatches=k)
+    if b.per_worker * workers * k != b.global_:
         problems.append('%s: %d workers x %d x %d microbatches != global batch %d'
-                        % (name, workers, b.per_worker, cfg.microbatches(workers), b.global_))
+                        % (name, workers, b.per_worker, k, b.global_))
     gpus = job['gpus_per_node']
     if cfg.train.device == 'gpu' and gpus != rpn:
         problems.append('%s: %s trains on GPUs, one rank per GPU, but the job asks for '

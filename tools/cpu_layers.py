@@ -20,7 +20,7 @@ import chainer.functions as F
 from pfn15 import functions as P
 from pfn15.functions.convolution import _im2col
 
-LAYERS = [  # (c_in, c_out, k, stride, pad, size): the table
+LAYERS = [  # (c_in, c_out, k, stride, pad, size): ResNet-50 shapes, 1x1 and 3x3, large and small
     (256, 64, 1, 1, 0, 40), (64, 64, 3, 1, 1, 40), (64, 256, 1, 1, 0, 40),
     (1024, 256, 1, 1, 0, 10), (256, 256, 3, 1, 1, 10),
 ]

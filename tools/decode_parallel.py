@@ -24,8 +24,9 @@ import numpy
 def rate(train, cfg, loader_workers, batches):
     from pfn15.data import order, transforms
     from pfn15.data.iterator import GlobalOrderIterator
-    plan = order.BatchPlan(cfg.batch.per_worker, len(train))
-    it = GlobalOrderIterator(train, 0, plan, 1, 0, cfg.batch.per_worker, batches + 5,
+    # One worker, one microbatch per update.
+    plan = order.BatchPlan(cfg.batch.per_worker, len(train), per_worker=cfg.batch.per_worker)
+    it = GlobalOrderIterator(train, 0, plan, 0, batches + 5,
                              transform=transforms.train_transform(cfg.data),
                              loader_workers=loader_workers)
     out = [it.next() for _ in range(3)]    # starts the pool and its imports (not timed)

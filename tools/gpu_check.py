@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Everything issue 7 lists under "Verified on the GPU", in one call, with a PASS/FAIL table.
+"""The GPU path verified in one call (docs/gpus.md), with a PASS/FAIL table.
 
     python tools/gpu_check.py --json gpu_check.json [--device 0] [--no-bench]
     python tools/gpu_check.py --budget 540 --json gpu_check.json   # a 10-minute debug allocation

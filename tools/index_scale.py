@@ -1,4 +1,4 @@
-"""The ImageNet-scale index path at W ranks: list, broadcast, order (issues 12, 19).
+"""The ImageNet-scale index path at W ranks: list, broadcast, order.
 
     mpiexec -n 8 python tools/index_scale.py [--entries 1281167] [--dir /tmp/pfn15-index]
                                              [--format both|files|packed]
@@ -157,9 +157,10 @@ def measure(world, args, fmt):
     before = rss_mb()
     train, arrays, t0, t1 = (time_files if fmt == 'files' else time_packed)(world, args)
     t2 = time.perf_counter()
-    plan = order.BatchPlan(args.global_batch, len(train))
+    plan = order.BatchPlan(args.global_batch, len(train), per_worker=args.per_worker,
+                           workers=world.size)
     sample_order = order.SampleOrder(0, len(train))
-    stream = order.RankStream(plan, world.size, world.rank, args.per_worker)
+    stream = order.RankStream(plan, world.rank)
     keys = [sample_order.key(stream.global_position(q)) for q in range(args.per_worker)]
     first = [train[i][0] for i, _ in keys]
     quiet_barrier(world)

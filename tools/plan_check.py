@@ -178,8 +178,9 @@ def main(argv=None):
         shutil.rmtree(run_dir, ignore_errors=True)   # ours: resume=none refuses old checkpoints
         call([mpiexec(), '-n', str(k), py, '-m', 'pfn15.train', 'configs/demo.yaml',
               'out=%s' % run_dir, 'batch.global=%d' % args.global_batch,
-              'train.iterations=%d' % args.iterations, 'train.eval_every=0',
-              'checkpoint.every=0', 'resume=none', 'train.progress_bar=false'], env, log)
+              'train.iterations=%d' % args.iterations, 'train.eval_every_epochs=0',
+              'checkpoint.every_iterations=0', 'resume=none', 'train.progress_bar=false'],
+             env, log)
         with open(os.path.join(run_dir, 'summary.json')) as f:
             runs[k] = json.load(f)
 

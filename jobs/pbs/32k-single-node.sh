@@ -114,7 +114,7 @@ export CHAINERMN_FORCE_ABORT_ON_EXCEPTION=1
 # and picks its own by its rank within the node.
 # A checkpoint every 100 updates (under an hour on 8 P100s) instead of the
 # config's 500, so a crash that is not a preemption loses less.
-mpiexec -n 8 "${PY[@]}" -m pfn15.train configs/32k.yaml out="$OUT_DIR" resume=auto checkpoint.every=100 &
+mpiexec -n 8 "${PY[@]}" -m pfn15.train configs/32k.yaml out="$OUT_DIR" resume=auto checkpoint.every_iterations=100 &
 TRAIN_PID=$!
 
 # ---------------------------------------------------------------- preemption

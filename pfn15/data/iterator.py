@@ -52,14 +52,15 @@ def _keyed(example):
 
 class GlobalOrderIterator(chainer.dataset.Iterator):
 
-    """Yields this rank's microbatches (per_worker samples each) of the global order."""
+    """Yields this rank's microbatches (the `plan`'s per_worker samples each) of the
+    global order."""
 
-    def __init__(self, base, seed, plan, workers, rank, per_worker, end_iteration,
+    def __init__(self, base, seed, plan, rank, end_iteration,
                  transform=None, loader_workers=0, decoder=None):
         self.base = base
         self.sample_order = order.SampleOrder(seed, len(base))
-        self.stream = order.RankStream(plan, workers, rank, per_worker)
-        self.batch_size = per_worker
+        self.stream = order.RankStream(plan, rank)
+        self.batch_size = plan.per_worker
         self.end_iteration = end_iteration
         self.transform = transform
         self.loader_workers = loader_workers
@@ -102,7 +103,7 @@ class GlobalOrderIterator(chainer.dataset.Iterator):
 
     next = __next__
 
-    # The updater reports epochs globally (GlobalEpochs); these only keep
+    # The updater reports epochs globally (its BatchPlan); these only keep
     # Chainer's Iterator interface whole.
     @property
     def epoch_detail(self):

@@ -51,7 +51,7 @@ from chainer.training import extension
 
 from pfn15 import bn, errors
 from pfn15.errors import CheckpointWriteError
-from pfn15.training.extensions import NonFiniteError
+from pfn15.training.finite import NonFiniteError
 
 FORMAT = 3          # 3: no pickle, PlotReport's pending state; 2 is read too
 IDENTITY_KEY = 'pfn15/identity'

@@ -106,10 +106,9 @@ class DataCheck(Check):
 
     size = 2
 
-    def __init__(self, max_bad_fraction, train_size, global_epochs, lookahead=0):
+    def __init__(self, max_bad_fraction, plan, lookahead=0):
         self.max_bad_fraction = max_bad_fraction
-        self.train_size = train_size
-        self.epochs = global_epochs
+        self.plan = plan
         # Decoders run ahead of training (the iterators prefetch): up to this many
         # images are decoded -- and counted if corrupt -- before they are trained on.
         self.lookahead = lookahead
@@ -121,7 +120,7 @@ class DataCheck(Check):
     def create(cls, cfg, parts):
         if cfg.data.dataset != 'imagenet':   # the digits are arrays: nothing to decode
             return None
-        return cls(cfg.data.max_bad_fraction, parts.meta['train_size'], parts.epochs,
+        return cls(cfg.data.max_bad_fraction, parts.plan,
                    lookahead=2 * cfg.batch.global_)
 
     def local(self):
@@ -146,8 +145,8 @@ class DataCheck(Check):
         """
         if not (self.max_bad_fraction > 0 and bad > 0):
             return None
-        seen = self.epochs.at(iteration) * self.train_size
-        judged = seen >= min(self.train_size, 10.0 / self.max_bad_fraction)
+        seen = self.plan.samples_before(iteration)
+        judged = seen >= min(self.plan.train_size, 10.0 / self.max_bad_fraction)
         if judged and bad > self.max_bad_fraction * (seen + self.lookahead):
             return ('data: %d times a corrupt image was replaced by the mean image, out of '
                     'about %d training images seen (more than data.max_bad_fraction=%g; the '
@@ -222,7 +221,7 @@ CHECKS = [DataCheck, StopSignal]
 
 def build(cfg, parts, checks=None):
     """The checks that apply to this run: each class's `create(cfg, parts)`;
-    `parts` has the run's comm, checkpointer, epochs (BatchPlan) and meta."""
+    `parts` has the run's comm, checkpointer, plan (BatchPlan) and meta."""
     made = [cls.create(cfg, parts) for cls in (CHECKS if checks is None else checks)]
     return [c for c in made if c is not None]
 

@@ -75,9 +75,9 @@ class PlainProgress(extension.Extension):
     trigger = 1, 'iteration'
     priority = extension.PRIORITY_READER
 
-    def __init__(self, total_iterations, global_epochs, every=5, seconds=30.0, out=None):
+    def __init__(self, total_iterations, plan, every=5, seconds=30.0, out=None):
         self.total = total_iterations
-        self.epochs = global_epochs
+        self.plan = plan
         self.every = max(1, every)
         self.seconds = seconds
         self.out = sys.stdout if out is None else out
@@ -96,7 +96,7 @@ class PlainProgress(extension.Extension):
         left = (self.total - it) / rate if rate > 0 else float('nan')
         self.out.write('pfn15: iteration %d/%d (%.0f%%), epoch %.2f, %.2f iterations/s, '
                        '%s left\n' % (it, self.total, 100.0 * it / max(self.total, 1),
-                                      self.epochs.at(it), rate, _duration(left)))
+                                      self.plan.epochs_at(it), rate, _duration(left)))
         self.out.flush()
         self._last = now
 

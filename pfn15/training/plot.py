@@ -43,16 +43,16 @@ class TrainingPlot(PlotReport):
     """PlotReport of `y_keys` against the global epoch, with a title and labels.
 
     `trigger`: when to add a point (a callable of the trainer, e.g. an
-    EpochTrigger); `epochs`: the job's GlobalEpochs (for x).
+    EpochTrigger); `plan`: the run's BatchPlan (its epochs are x).
     """
 
     # The trainer's names for it (PlotReport, PlotReport_1) and so its keys in a
     # checkpoint stay those of Chainer's PlotReport.
     default_name = 'PlotReport'
 
-    def __init__(self, y_keys, trigger, epochs, filename, ylabel, title):
+    def __init__(self, y_keys, trigger, plan, filename, ylabel, title):
         super().__init__(list(y_keys), 'epoch', trigger=trigger, filename=filename)
-        self._epochs = epochs
+        self._plan = plan
         self.ylabel = ylabel
         self.title = title
 
@@ -64,7 +64,7 @@ class TrainingPlot(PlotReport):
         if trainer.is_before_training or not self._trigger(trainer):
             return
         stats = {k: float(v) for k, v in self._summary.compute_mean().items()}
-        x = round(self._epochs.at(trainer.updater.iteration), 6)
+        x = round(self._plan.epochs_at(trainer.updater.iteration), 6)
         for k in self._y_keys:
             if k in stats:
                 self._data[k].append((x, stats[k]))

@@ -23,23 +23,20 @@ class ScheduleDriver(extension.Extension):
     names (and `global_batch` under batch-size control).
 
     Batch-size control (batch.schedule): before each update it sets the
-    updater's microbatches k = batch / (per_worker x workers) for the batch
-    the schedule asks for, and the linear-scaling base rate follows that
-    batch (lr_per_256 x batch / 256); `global_epochs` counts the samples
-    actually seen.
+    updater's microbatches for the batch the schedule asks for, and the
+    linear-scaling base rate follows that batch; both come from the run's
+    BatchPlan (pfn15.data.order), which also counts the samples actually seen.
     """
 
     trigger = 1, 'iteration'
     priority = extension.PRIORITY_WRITER + 2   # report before LogReport reads
 
-    def __init__(self, cfg, global_epochs, workers=1):
+    def __init__(self, cfg, plan):
         self.cfg = cfg
         self.scheduled = optimizers.entry(cfg.optimizer.name).scheduled
         self.schedule = cfg.schedule
-        self.lr_per_256 = cfg.schedule.lr_per_256
         self.total_epochs = cfg.train.epochs     # for schedule.lr 'poly'
-        self.epochs = global_epochs
-        self.per_update = cfg.batch.per_worker * workers   # samples of one microbatch round
+        self.plan = plan
         self.batch_control = bool(cfg.batch.schedule)
 
     def initialize(self, trainer):
@@ -48,23 +45,23 @@ class ScheduleDriver(extension.Extension):
 
     def __call__(self, trainer):
         optimizer = trainer.updater.get_optimizer('main')
+        iteration = trainer.updater.iteration
         trainer.observation['lr'] = optimizer.lr
         for name in self.scheduled:   # the multi-node wrapper forwards attributes
             trainer.observation[name] = getattr(optimizer, name)
-        if self.batch_control:
-            trainer.observation['global_batch'] = \
-                trainer.updater.microbatches * self.per_update
-        self._set(optimizer, trainer.updater.iteration)
+        if self.batch_control:   # the batch of the update that just ran
+            trainer.observation['global_batch'] = self.plan.batch(iteration - 1)
+        self._set(optimizer, iteration)
         self._set_batch(trainer.updater)
 
     def _set_batch(self, updater):
         if self.batch_control:
-            updater.microbatches = self.epochs.batch(updater.iteration) // self.per_update
+            updater.microbatches = self.plan.microbatches(updater.iteration)
 
     def _set(self, optimizer, iteration):
-        e = self.epochs.at(iteration)
-        base_lr = self.lr_per_256 * self.epochs.batch(iteration) / 256.0
-        optimizer.lr = schedules.learning_rate(e, self.schedule, base_lr, self.total_epochs)
+        e = self.plan.epochs_at(iteration)
+        optimizer.lr = schedules.learning_rate(e, self.schedule, self.plan.base_lr(iteration),
+                                               self.total_epochs)
         for name, schedule in self.scheduled.items():
             setattr(optimizer, name, schedule(e, self.cfg))
 

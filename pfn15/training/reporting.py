@@ -19,14 +19,14 @@ class Throughput(extension.Extension):
     trigger = 1, 'iteration'
     priority = extension.PRIORITY_WRITER + 2
 
-    def __init__(self, global_epochs):
-        self.epochs = global_epochs
+    def __init__(self, plan):
+        self.plan = plan
         self._last = None
 
     def __call__(self, trainer):
         now = time.perf_counter()
         if self._last is not None:
-            batch = self.epochs.batch(trainer.updater.iteration - 1)
+            batch = self.plan.batch(trainer.updater.iteration - 1)
             trainer.observation['images/s'] = batch / max(now - self._last, 1e-9)
         self._last = now
 

@@ -69,8 +69,9 @@ def differences(saved, current):
     current default, so adding a config key does not orphan old checkpoints.
     """
     defaults = config_module.dotted_keys(config_module.Config())
-    moved = config_module.moved_keys()   # a checkpoint of older pfn15's key names
-    old = {moved.get(k, k): v for k, v in config_module.dotted_keys(saved['config']).items()}
+    # A checkpoint of an older pfn15 may spell keys by their old names.
+    old = {config_module.stored_key(k): v
+           for k, v in config_module.dotted_keys(saved['config']).items()}
     new = config_module.dotted_keys(current['config'])
     out = []
     for key in sorted(set(old) | set(new)):
@@ -213,7 +214,7 @@ def start(cfg, comm, run):
             'the run in %s is finished: its checkpoint is at iteration %d, the last of this '
             'config (%.4g epochs); %s is kept. To train longer, raise train.epochs and add '
             'resume.allow_changed=train.epochs' % (cfg.out, iteration,
-                                                     run.epochs.at(iteration), summary))
+                                                     run.plan.epochs_at(iteration), summary))
     arrays = decision[1][1] if comm.rank == 0 else None
     arrays, _ = data.bcast_arrays(comm.mpi_comm, (arrays, None) if comm.rank == 0 else None)
     serializers.NpzDeserializer(arrays, strict=False).load(run.trainer)

@@ -82,7 +82,7 @@ def load_config(args):
         return None, str(e)
 
 
-def longest_path(out, world_size):
+def longest_path(out):
     """The longest path the run writes: a checkpoint's temporary file
     (pfn15.training.checkpoint: OUT/checkpoints/iter_N.npz.tmp-PID)."""
     return os.path.join(out, 'checkpoints', 'iter_%08d.npz.tmp-%d' % (10 ** 9, 4194304))
@@ -95,9 +95,9 @@ def _existing_ancestor(path):
     return path
 
 
-def check_path_lengths(out, world_size):
+def check_path_lengths(out):
     """ConfigError('out', ...) if the file system cannot hold the paths the run writes."""
-    longest = longest_path(out, world_size)
+    longest = longest_path(out)
     base = _existing_ancestor(out)
     try:
         name_max = os.pathconf(base, 'PC_NAME_MAX')
@@ -121,7 +121,7 @@ def check_world(cfg, world_size, local_rank):
     directory, the paths' lengths, the GPU. None or one line."""
     try:
         config_module.validate(cfg, workers=world_size, check_paths=False)
-        check_path_lengths(cfg.out, world_size)
+        check_path_lengths(cfg.out)
         config_module.check_output_dir(cfg.out)
         if cfg.train.device == 'gpu':
             check_gpu(local_rank)
@@ -151,9 +151,10 @@ def local_ranks(hosts, rank):
 
 # ---------------------------------------------------------------- checkpoint room
 
-def checkpoint_bytes(model, optimizer_name):
-    """Estimated size of one rank's checkpoint: parameters, their optimizer state,
-    the persistent values (BN statistics), plus a margin for the rest."""
+def checkpoint_file_bytes(model, optimizer_name):
+    """Estimated size of the run's checkpoint file (one for all ranks): parameters,
+    their optimizer state, the persistent values (BN statistics), plus a margin
+    for the rest."""
     params = sum(p.array.nbytes for p in model.params() if p.array is not None)
     persistents = 0
     for _, link in model.namedlinks():
@@ -166,7 +167,7 @@ def checkpoint_bytes(model, optimizer_name):
     return int(params * (1 + slots) + persistents + 64 * 1024)
 
 
-def check_room(world, hosts, out, per_rank_bytes, copies=2):
+def check_room(world, hosts, out, file_bytes, copies=2):
     """The verdict on room in `out` for `copies` checkpoints. Rank 0 alone writes
     them (pfn15.training.checkpoint), so only its file system counts; every rank
     takes part in the collective. None or one line."""
@@ -175,11 +176,11 @@ def check_room(world, hosts, out, per_rank_bytes, copies=2):
         try:
             st = os.statvfs(out)
             free = st.f_bavail * st.f_frsize
-            need = copies * per_rank_bytes
+            need = copies * file_bytes
             if free < need:
                 error = ('out: %s has %.1f MB free, but %d checkpoints need about %.1f MB '
                          '(%.1f MB each); free some space or set out= elsewhere'
-                         % (out, free / 1e6, copies, need / 1e6, per_rank_bytes / 1e6))
+                         % (out, free / 1e6, copies, need / 1e6, file_bytes / 1e6))
         except OSError as e:
             error = 'out: cannot check the free space of %s: %s' % (out, e.strerror or e)
     return world.bcast(error, root=0)

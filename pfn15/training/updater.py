@@ -35,7 +35,8 @@ class AccumulatingUpdater(training.updaters.StandardUpdater):
     (BN without moving averages), each BN link's avg_mean/avg_var end the
     update as the mean of the k microbatches' statistics; the mean over
     workers follows before evaluation (pfn15.bn): the global batch's groups.
-    With `global_epochs`, epoch/epoch_detail count samples of the whole job.
+    With `plan` (the run's BatchPlan), epoch/epoch_detail count samples of the
+    whole job.
 
     With `canonical` (comm.reduction=canonical, needs `comm`), every sum over
     the global batch's G BN groups -- the gradient, the BN statistics, the
@@ -48,14 +49,14 @@ class AccumulatingUpdater(training.updaters.StandardUpdater):
     """
 
     def __init__(self, iterator, optimizer, microbatches=1, device=None,
-                 converter=convert.concat_examples, comm=None, global_epochs=None,
+                 converter=convert.concat_examples, comm=None, plan=None,
                  average_bn_statistics=False, canonical=False):
         super().__init__(iterator, optimizer, converter=converter, device=device)
         if microbatches < 1:
             raise ValueError('microbatches must be >= 1')
         self.microbatches = microbatches
         self.comm = comm
-        self.global_epochs = global_epochs
+        self.plan = plan
         self.bn_links = bn.batch_norms(optimizer.target) if average_bn_statistics else []
         if canonical and comm is None:
             raise ValueError('the canonical reduction needs the communicator')
@@ -69,25 +70,25 @@ class AccumulatingUpdater(training.updaters.StandardUpdater):
     # Epochs of the whole job (samples / training-set size), not of a rank's iterator.
     @property
     def epoch_detail(self):
-        if self.global_epochs is None:
+        if self.plan is None:
             return super().epoch_detail
-        return self.global_epochs.at(self.iteration)
+        return self.plan.epochs_at(self.iteration)
 
     @property
     def previous_epoch_detail(self):
-        if self.global_epochs is None:
+        if self.plan is None:
             return super().previous_epoch_detail
-        return self.global_epochs.at(self.iteration - 1) if self.iteration > 0 else None
+        return self.plan.epochs_at(self.iteration - 1) if self.iteration > 0 else None
 
     @property
     def epoch(self):
-        if self.global_epochs is None:
+        if self.plan is None:
             return super().epoch
         return int(math.floor(self.epoch_detail + 1e-9))
 
     @property
     def is_new_epoch(self):
-        if self.global_epochs is None:
+        if self.plan is None:
             return super().is_new_epoch
         prev = self.previous_epoch_detail
         return prev is not None and math.floor(prev + 1e-9) < self.epoch

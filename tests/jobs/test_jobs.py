@@ -22,6 +22,7 @@ from check_jobs import REPO, check_script, parse_script
 from check_jobs import relative as _rel
 
 from pfn15 import config as config_mod
+from pfn15.data import order
 
 JOBS = REPO / 'jobs'
 SCRIPTS = sorted(JOBS.rglob('*.sh'))
@@ -84,7 +85,8 @@ def test_resources_match_config(path):
     train = [l for l in job['launches'] if l['config']][0]
     cfg = config_mod.load(str(REPO / train['config']), train['overrides'],
                           workers=train['n'], check_paths=False)
-    assert (train['n'], cfg.microbatches(train['n'])) == EXPECTED[path.name]
+    assert (train['n'], order.whole_microbatches(cfg.batch.global_, cfg.batch.per_worker,
+                                                 train['n'])) == EXPECTED[path.name]
 
 
 def test_paper_run_is_the_papers_shape():
@@ -132,8 +134,8 @@ def test_checker_reports_rank_count_the_config_cannot_use(tmp_path):
 
 
 def test_checker_reads_overrides(tmp_path):
-    path = _drift(tmp_path, 'pbs/32k-single-node.sh', 'checkpoint.every=100',
-                  'checkpoint.every=100 batch.per_worker=48')
+    path = _drift(tmp_path, 'pbs/32k-single-node.sh', 'checkpoint.every_iterations=100',
+                  'checkpoint.every_iterations=100 batch.per_worker=48')
     problems = check_script(path)
     assert any('batch.per_worker=48' in p or 'not a multiple of batch.per_worker=48' in p
                for p in problems), problems

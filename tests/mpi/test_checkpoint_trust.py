@@ -28,7 +28,7 @@ from helpers import ROOT, read_summary, train
 from pfn15.training import checkpoint
 
 DEMO = 'configs/demo.yaml'
-BASE = ['data.classes=3', 'model.width=8', 'train.iterations=8', 'checkpoint.every=5',
+BASE = ['data.classes=3', 'model.width=8', 'train.iterations=8', 'checkpoint.every_iterations=5',
         'checkpoint.keep=3', 'train.progress_bar=false']
 HOST = socket.gethostname()
 TIMING = ('elapsed_time', 'images/s')

@@ -104,7 +104,7 @@ def test_a_stopped_rank_is_named_and_the_job_ends(tmp_path, victim):
     # training is under way once the first epoch's log line is out.
     proc = launch(*[([DEMO, 'out=' + out, 'train.epochs=2000', 'batch.global=192',
                       'train.progress_bar=false', 'train.stall_timeout=8',
-                      'checkpoint.every=100000'], None, None)] * 3)
+                      'checkpoint.every_iterations=100000'], None, None)] * 3)
     pids = wait_ranks(out, 3, proc)
     wait_file(os.path.join(out, 'log'), proc)
     time.sleep(1.0)
@@ -244,7 +244,7 @@ def _fill(mnt, leave):
 
 @pytest.mark.slow
 def test_full_disk_loses_nothing_and_says_so(small_disk, tmp_path):
-    common = ['train.progress_bar=false', 'checkpoint.every=3', 'checkpoint.keep=3']
+    common = ['train.progress_bar=false', 'checkpoint.every_iterations=3', 'checkpoint.keep=3']
     # One checkpoint's size, measured.
     probe = os.path.join(small_disk, 'probe')
     r = train(2, DEMO, 'out=' + probe, 'train.iterations=3', *common, timeout=180)
@@ -352,7 +352,7 @@ def test_checkpoint_trouble_is_named(tmp_path):
     """An unreadable newest checkpoint: rank 0 names the file, its host and what is
     wrong, and resumes from the one before."""
     out = str(tmp_path / 'ck')
-    common = ['out=' + out, 'train.progress_bar=false', 'checkpoint.every=5',
+    common = ['out=' + out, 'train.progress_bar=false', 'checkpoint.every_iterations=5',
               'checkpoint.keep=3']
     r = train(2, DEMO, 'train.iterations=15', *common, timeout=180)
     assert r.returncode == 0, r.stderr

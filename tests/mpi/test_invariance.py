@@ -50,7 +50,7 @@ def same_run_on(tmp_path, layouts, per_worker=32, updates=UPDATES):
         out = str(tmp_path / ('w%dx%d' % (ranks, k)))
         r = run_ok(ranks, 'out=' + out, 'batch.global=%d' % (ranks * k * per_worker),
                    'batch.per_worker=%d' % per_worker,
-                   'train.iterations=%d' % updates, 'checkpoint.every=%d' % updates,
+                   'train.iterations=%d' % updates, 'checkpoint.every_iterations=%d' % updates,
                    *QUIET)
         assert '%d workers x %d per worker x %d microbatch' % (ranks, per_worker, k) in r.stdout
         outs.append(out)
@@ -86,7 +86,7 @@ def test_fast_reduction_misses_the_bits(tmp_path):
     outs = {}
     for ranks in (1, 2):
         outs[ranks] = str(tmp_path / ('f%d' % ranks))
-        run_ok(ranks, 'out=' + outs[ranks], 'train.iterations=6', 'checkpoint.every=6',
+        run_ok(ranks, 'out=' + outs[ranks], 'train.iterations=6', 'checkpoint.every_iterations=6',
                'comm.reduction=fast', *QUIET)
     a, b = model_state(outs[1]), model_state(outs[2])
     assert a.keys() == b.keys()
@@ -118,7 +118,7 @@ def test_jpegs_same_run_with_2_decoding_workers_and_in_process(tmp_path):
 def test_checkpoint_on_4_ranks_resumes_on_2_and_on_1(tmp_path):
     # 3 classes of digits: ~430 training images, 3.4 updates per epoch, so the
     # log has rows from before the checkpoint (iteration 5) and after it.
-    common = ['data.classes=3', 'train.iterations=8', 'checkpoint.every=5',
+    common = ['data.classes=3', 'train.iterations=8', 'checkpoint.every_iterations=5',
               'checkpoint.keep=5', 'train.progress_bar=false']
     full = str(tmp_path / 'four')
     run_ok(4, 'out=' + full, *common)

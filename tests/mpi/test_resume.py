@@ -28,8 +28,8 @@ def _identity(overrides=(), fingerprint='f' * 64, classes=10):
 
 def test_differences_ignore_keys_that_do_not_change_the_trajectory():
     a = _identity()
-    b = _identity(['out=elsewhere', 'train.progress_bar=false', 'train.log_every=1',
-                   'data.loader_workers=7', 'checkpoint.every=3', 'checkpoint.keep=9',
+    b = _identity(['out=elsewhere', 'train.progress_bar=false', 'train.progress_every=1',
+                   'data.loader_workers=7', 'checkpoint.every_iterations=3', 'checkpoint.keep=9',
                    'resume=none', 'comm.name=naive', 'train.cpu_threads=2', 'name=x'])
     assert resume.differences(a, b) == []
 
@@ -137,7 +137,7 @@ def test_finished_run_says_so_and_keeps_its_summary(finished_run, tmp_path):
     out = copy_of(finished_run, tmp_path)
     summary = open(os.path.join(out, 'summary.json')).read()
     # Keys that do not change the trajectory never block.
-    r = train(2, DEMO, 'out=' + out, *(BASE + ['train.log_every=1', 'checkpoint.keep=4',
+    r = train(2, DEMO, 'out=' + out, *(BASE + ['train.progress_every=1', 'checkpoint.keep=4',
                                                'data.loader_workers=3']))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert 'is finished' in r.stdout and 'summary.json is kept' in r.stdout

@@ -95,7 +95,7 @@ def final_params(out):
 
 @pytest.mark.slow
 def test_sigterm_checkpoint_and_resume_match_uninterrupted_run(tmp_path):
-    common = ['train.epochs=6', 'checkpoint.every=1000', 'train.progress_bar=false']
+    common = ['train.epochs=6', 'checkpoint.every_iterations=1000', 'train.progress_bar=false']
     a, b = str(tmp_path / 'straight'), str(tmp_path / 'interrupted')
     r = train(2, DEMO, 'out=' + a, *common)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -163,7 +163,7 @@ def test_a_killed_rank_ends_the_job_within_60_seconds(tmp_path):
 ])
 def test_finite_gradient_check_stops_on_nan_and_inf_only(dtype, bad, stops):
     import chainer
-    from pfn15.training import extensions as X
+    from pfn15.training import finite as X
     link = chainer.Link()
     with link.init_scope():
         link.a = chainer.Parameter(numpy.zeros(1000, dtype))
@@ -189,7 +189,7 @@ def test_finite_gradient_check_stops_on_nan_and_inf_only(dtype, bad, stops):
 def test_nan_loss_stops_with_message_and_keeps_the_last_good_checkpoint(tmp_path):
     out = str(tmp_path / 'nan')
     r = train(2, DEMO, 'out=' + out, 'optimizer.name=momentum_sgd', 'schedule.lr=constant',
-              'schedule.lr_per_256=1.0e+6', 'checkpoint.every=1', 'checkpoint.keep=2',
+              'schedule.lr_per_256=1.0e+6', 'checkpoint.every_iterations=1', 'checkpoint.keep=2',
               'train.epochs=2', 'train.progress_bar=false', timeout=180)
     assert r.returncode == 3, r.stdout[-2000:] + r.stderr[-2000:]
     assert r.stderr.count('pfn15: error: non-finite') == 1, r.stderr

@@ -120,8 +120,8 @@ def main(out):
 
     # Estimated: the checkpoint-size estimate counts its three state arrays.
     params = sum(p.array.nbytes for p in model.params())
-    report['estimate_minus_momentum_sgd'] = (startup.checkpoint_bytes(model, 'dummy_sgd') -
-                                             startup.checkpoint_bytes(model, 'momentum_sgd'))
+    report['estimate_minus_momentum_sgd'] = (startup.checkpoint_file_bytes(model, 'dummy_sgd') -
+                                             startup.checkpoint_file_bytes(model, 'momentum_sgd'))
     report['param_bytes'] = params
 
     # Listed for compiling: the NVRTC job, the host tests, gpu_check; and compiled here.
@@ -146,7 +146,7 @@ def main(out):
     run_out = os.path.join(out, 'run')
     status = train.main(['configs/demo.yaml', 'out=' + run_out, 'optimizer.name=dummy_sgd',
                          'optimizer.dummy_sgd.gamma0=0.5', 'train.epochs=1',
-                         'train.progress_bar=false', 'checkpoint.every=0'])
+                         'train.progress_bar=false', 'checkpoint.every_iterations=0'])
     report['train_status'] = status
     with open(os.path.join(run_out, 'log')) as f:
         report['log'] = [{k: row.get(k) for k in ('epoch', 'lr', 'gamma', 'alpha_sgd')}

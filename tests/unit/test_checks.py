@@ -7,7 +7,7 @@ import pytest
 
 from pfn15.data import DataError
 from pfn15.training import checks
-from pfn15.training.extensions import GlobalEpochs
+from pfn15.data.order import BatchPlan
 
 from helpers import mpi_script, mpirun
 
@@ -70,21 +70,21 @@ def test_a_check_giving_the_wrong_count_is_a_bug_not_a_verdict():
 
 
 def test_data_check_judges_the_bad_fraction_once_enough_is_seen():
-    epochs = GlobalEpochs(100, 10000)    # global batch 100, 10,000 images
-    check = checks.DataCheck(0.01, 10000, epochs, lookahead=0)
+    epochs = BatchPlan(100, 10000)    # global batch 100, 10,000 images
+    check = checks.DataCheck(0.01, epochs, lookahead=0)
     # 10 / 0.01 = 1,000 images must be seen first: iteration 9 has seen 900
     assert check.too_many_bad(50, 9) is None
     assert check.too_many_bad(10, 20) is None            # 10 of 2,000: 0.5%
     line = check.too_many_bad(21, 20)                     # 21 of 2,000: above 1%
     assert '21 times a corrupt image was replaced by the mean image, out of about 2000' in line
-    assert checks.DataCheck(0.0, 10000, epochs).too_many_bad(10 ** 6, 50) is None
+    assert checks.DataCheck(0.0, epochs).too_many_bad(10 ** 6, 50) is None
     # the images decoded ahead of training count as seen
-    assert checks.DataCheck(0.01, 10000, epochs, lookahead=200).too_many_bad(21, 20) is None
+    assert checks.DataCheck(0.01, epochs, lookahead=200).too_many_bad(21, 20) is None
 
 
 def test_data_check_failure_is_a_data_error_with_status_2():
-    epochs = GlobalEpochs(100, 10000)
-    check = checks.DataCheck(0.01, 10000, epochs)
+    epochs = BatchPlan(100, 10000)
+    check = checks.DataCheck(0.01, epochs)
     at = checks._At(20, None, None)
     with pytest.raises(DataError) as e:
         check.judge(numpy.array([0.0, 500.0]), at)
@@ -95,7 +95,7 @@ def test_data_check_failure_is_a_data_error_with_status_2():
 def test_the_checks_list_builds_what_applies():
     from pfn15 import config
     import types
-    parts = types.SimpleNamespace(checkpointer='ckpt', epochs=GlobalEpochs(32, 320),
+    parts = types.SimpleNamespace(checkpointer='ckpt', plan=BatchPlan(32, 320),
                                   meta={'train_size': 320}, comm=None)
     digits = config.load(None, ['data.dataset=digits'])
     assert [type(c) for c in checks.build(digits, parts)] == [checks.StopSignal]

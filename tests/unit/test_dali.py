@@ -177,12 +177,12 @@ def test_a_truncated_pack_is_one_line_exit_2_on_the_dali_decoder(tree, tmp_path)
 def test_the_training_iterator_gives_dali_the_pil_runs_samples(tree):
     from pfn15.data import imagenet
     from pfn15.data.iterator import GlobalOrderIterator
-    from pfn15.training.extensions import GlobalEpochs
+    from pfn15.data.order import BatchPlan
     cfg = DataConfig(root=tree, crop_size=32, val_resize=36)
     base, _, _ = imagenet.load(cfg)
     t = transforms.TrainTransform(cfg, seed=3)
-    epochs = GlobalEpochs(8, len(base), [])
-    its = {name: GlobalOrderIterator(base, 3, epochs, 2, 1, 4, 6, transform=t, decoder=dec)
+    epochs = BatchPlan(8, len(base), [], per_worker=4, workers=2)
+    its = {name: GlobalOrderIterator(base, 3, epochs, 1, 6, transform=t, decoder=dec)
            for name, dec in (('pil', None), ('dali', pdali.Decoder(t, 4)))}
     for _ in range(5):              # 5 microbatches of rank 1 of 2: past an epoch
         a, b = next(its['pil']), next(its['dali'])

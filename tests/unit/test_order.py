@@ -9,10 +9,10 @@ from pfn15.data import order
 
 def rank_streams(size, global_batch, per_worker, workers, updates, schedule=()):
     """Every (update, worker, microbatch) slot's global positions, read through RankStream."""
-    plan = order.BatchPlan(global_batch, size, schedule)
+    plan = order.BatchPlan(global_batch, size, schedule, per_worker=per_worker, workers=workers)
     slots = {}
     for r in range(workers):
-        stream = order.RankStream(plan, workers, r, per_worker)
+        stream = order.RankStream(plan, r)
         q = stream.start(0)
         for i in range(updates):
             assert stream.start(i) == q

@@ -9,22 +9,21 @@ import pytest
 
 from helpers import ROOT, train
 
+from pfn15.data.order import BatchPlan
 from pfn15.training import console, plot
 
 
 DEMO = 'configs/demo.yaml'
 
 
-class _Epochs(object):
-    def at(self, iteration):
-        return iteration * 128 / 1438.0
+PLAN = BatchPlan(128, 1438)
 
 
 def test_draw_labels_titles_and_whole_epoch_ticks(tmp_path):
-    p = plot.TrainingPlot(['main/loss', 'validation/main/loss'], None, _Epochs(),
+    p = plot.TrainingPlot(['main/loss', 'validation/main/loss'], None, PLAN,
                           'loss.png', 'loss', 'loss -- demo')
-    p._data['main/loss'] = [(_Epochs().at(i), 2.0 / i) for i in range(1, 13)]
-    p._data['validation/main/loss'] = [(_Epochs().at(12), 0.15)]   # one point: still drawn
+    p._data['main/loss'] = [(PLAN.epochs_at(i), 2.0 / i) for i in range(1, 13)]
+    p._data['validation/main/loss'] = [(PLAN.epochs_at(12), 0.15)]   # one point: still drawn
     drawn = p.draw(str(tmp_path / 'loss.png'))
     assert drawn['ylabel'] == 'loss' and drawn['title'] == 'loss -- demo'
     assert drawn['xlabel'].startswith('epoch')

@@ -14,7 +14,7 @@ from pfn15 import config as config_module
 from pfn15 import schedules
 from pfn15.config import ConfigError, ScheduleConfig
 from pfn15.models import Classifier
-from pfn15.training.extensions import GlobalEpochs
+from pfn15.data.order import BatchPlan
 
 from helpers import ROOT, read_summary, train
 
@@ -149,10 +149,10 @@ def test_batch_control_switch_on_an_exact_boundary():
 
 
 def test_global_epochs_follows_the_batch_schedule():
-    fixed = GlobalEpochs(10, 100)
-    assert fixed.at(5) == 0.5 and fixed.batch(5) == 10 and fixed.iterations_for(1) == 10
-    g = GlobalEpochs(10, 100, SCHED)
-    assert g.at(5) == pytest.approx(0.9) and g.batch(3) == 20 and g.iterations_for(1) == 6
+    fixed = BatchPlan(10, 100)
+    assert fixed.epochs_at(5) == 0.5 and fixed.batch(5) == 10 and fixed.iterations_for(1) == 10
+    g = BatchPlan(10, 100, SCHED)
+    assert g.epochs_at(5) == pytest.approx(0.9) and g.batch(3) == 20 and g.iterations_for(1) == 6
 
 
 def test_batch_schedule_validation():
@@ -197,7 +197,7 @@ def _recipe(name, workers=None):
 def test_goyal_8k_against_recipes_md():
     c = _recipe('goyal-8k.yaml', workers=256)
     assert (c.batch.global_, c.batch.per_worker) == (8192, 32)
-    assert c.base_lr() == pytest.approx(3.2)
+    assert BatchPlan.from_config(c, 1281167, 256).base_lr(0) == pytest.approx(3.2)
     assert c.optimizer.name == 'momentum_sgd' and c.optimizer.momentum == 0.9
     assert c.optimizer.weight_decay == 1e-4
     assert c.schedule.lr == 'step' and c.schedule.boundaries == [30, 60, 80]
@@ -238,8 +238,9 @@ def test_every_constant_is_sourced(name):
     for line in text.splitlines():
         s = line.split('#')[0].strip()
         if s.endswith(':') or not s or s.startswith(('name:', 'out:', 'seed:', 'root:',
-                                                      'eval_every', 'log_every', 'every:',
-                                                      'keep:', 'loader_workers', 'dataset:',
+                                                      'eval_every', 'progress_every',
+                                                      'every_iterations:', 'keep:',
+                                                      'loader_workers', 'dataset:',
                                                       'crop_size', 'val_resize', 'epochs:',
                                                       'device:', 'global:', 'decay:')):
             continue
@@ -267,7 +268,7 @@ def test_small_sony_grows_the_batch_end_to_end(tmp_path):
     out = str(tmp_path / 'sony')
     p = train(2, 'configs/small/sony.yaml', 'out=' + out, 'train.epochs=2',
               'batch.schedule=[[0,64],[1,128]]', 'batch.global=64',
-              'train.progress_bar=false', 'checkpoint.every=0', 'resume=none',
+              'train.progress_bar=false', 'checkpoint.every_iterations=0', 'resume=none',
               'schedule.warmup_epochs=0', timeout=120)
     assert p.returncode == 0, p.stderr[-3000:]
     s = read_summary(out)
@@ -302,13 +303,13 @@ class _Trainer(object):
 
 
 def test_schedule_driver_sets_microbatches_and_lr_from_the_current_batch():
-    from pfn15.training.extensions import ScheduleDriver
+    from pfn15.training.recipe import ScheduleDriver
     cfg = config_module.load(None, ['data.dataset=digits', 'batch.per_worker=16',
                                     'batch.global=64', 'batch.schedule=[[0,64],[0.5,128]]',
                                     'schedule.lr=constant', 'schedule.lr_per_256=0.1',
                                     'optimizer.name=momentum_sgd'], workers=2)
     # train_size 256: two updates of 64 reach epoch 0.5, then 128 per update
-    driver = ScheduleDriver(cfg, GlobalEpochs(64, 256, cfg.batch.schedule), workers=2)
+    driver = ScheduleDriver(cfg, BatchPlan.from_config(cfg, 256, workers=2))
     t = _Trainer()
     driver.initialize(t)
     seen = []
@@ -323,12 +324,13 @@ def test_schedule_driver_sets_microbatches_and_lr_from_the_current_batch():
 
 
 def test_schedule_driver_poly_uses_the_run_length():
-    from pfn15.training.extensions import ScheduleDriver
+    from pfn15.training.recipe import ScheduleDriver
     cfg = config_module.load(None, ['data.dataset=digits', 'batch.per_worker=16',
                                     'batch.global=32', 'schedule.lr=poly', 'schedule.power=2',
                                     'schedule.lr_per_256=0.8', 'train.epochs=4',
                                     'optimizer.name=lars'], workers=2)
-    driver = ScheduleDriver(cfg, GlobalEpochs(32, 64), workers=2)   # 2 iterations per epoch
+    # 2 iterations per epoch
+    driver = ScheduleDriver(cfg, BatchPlan.from_config(cfg, 64, workers=2))
     t = _Trainer()
     t.updater.iteration = 4                # epoch 2 of 4: 0.1 x (1 - 1/2)^2
     driver.initialize(t)

@@ -32,11 +32,10 @@ def main():
     cfg = config.load('configs/demo.yaml', sys.argv[1:], workers=comm.size)
     train, val, meta = data.build(cfg, comm)
     n = meta['train_size']
-    plan = order.BatchPlan(cfg.batch.global_, n)
+    plan = order.BatchPlan.from_config(cfg, n, comm.size)
     updates = int(math.ceil(3 * n / cfg.batch.global_))
-    k = cfg.microbatches(comm.size)
-    it = GlobalOrderIterator(train, cfg.seed, plan, comm.size, comm.rank, cfg.batch.per_worker,
-                             updates)
+    k = plan.microbatches(0)
+    it = GlobalOrderIterator(train, cfg.seed, plan, comm.rank, updates)
     it.follow(AtIteration())
     mine = []   # (epoch, sample fingerprint), in stream order
     for i in range(updates):
