@@ -102,8 +102,10 @@ class Run(object):
         self.__dict__.update(kw)
 
 
-def build(cfg, comm):
-    """Data, model, optimizer, updater, trainer and extensions for `cfg` on `comm`."""
+def build(cfg, comm, progress=None):
+    """Data, model, optimizer, updater, trainer and extensions for `cfg` on `comm`;
+    the updater, evaluator and checkpointer tell `progress` where they are
+    (pfn15.training.progress)."""
     import chainer
     from chainer import training
     from chainer.training import extensions as E
@@ -121,6 +123,7 @@ def build(cfg, comm):
     from pfn15.training.reporting import BadImageCount, Throughput
     from pfn15.training.triggers import EpochTrigger, StopTrigger
     from pfn15.training.evaluator import WholeSetEvaluator
+    from pfn15.training.progress import AfterUpdate
     from pfn15.training.updater import AccumulatingUpdater
 
     numpy.random.seed(cfg.seed + comm.rank)
@@ -189,9 +192,12 @@ def build(cfg, comm):
     updater = AccumulatingUpdater(train_iter, optimizer, plan.microbatches(0), device=device,
                                   comm=comm, plan=plan,
                                   average_bn_statistics=not cfg.bn.moving_average,
-                                  canonical=cfg.comm.reduction == 'canonical')
+                                  canonical=cfg.comm.reduction == 'canonical',
+                                  progress=progress)
     train_iter.follow(updater)
     trainer = training.Trainer(updater, stop, out=cfg.out)
+    if progress is not None:
+        trainer.extend(AfterUpdate(progress))
 
     # The recipe: schedule every iteration; before each evaluation, BN
     # statistics of the last global batch (its groups' mean, over workers).
@@ -203,12 +209,13 @@ def build(cfg, comm):
     trainer.extend(WholeSetEvaluator(val_iter, model, comm, eval_trigger, device=device,
                                      top5=meta['classes'] > 5,
                                      canonical=(meta['val_size'], cfg.batch.per_worker)
-                                     if cfg.comm.reduction == 'canonical' else None),
+                                     if cfg.comm.reduction == 'canonical' else None,
+                                     progress=progress),
                    trigger=eval_trigger, name='validation')
     trainer.extend(Throughput(plan))
 
     checkpointer = checkpoint.Checkpointer(cfg.out, comm, model, resume.identity(cfg, meta),
-                                           keep=cfg.checkpoint.keep)
+                                           keep=cfg.checkpoint.keep, progress=progress)
     trainer.extend(checkpoint.CheckpointExtension(checkpointer, cfg.checkpoint.every_iterations,
                                                   stop))
     # Missing files, too many corrupt images, stop signals: the collective checks
@@ -328,6 +335,7 @@ def train(argv):
     # Not imported at the top: the forkserver imports this module, and must
     # not initialize MPI.
     from mpi4py import MPI
+    from pfn15.training.progress import WatchdogProgress
     from pfn15.training.watchdog import Watchdog
     world = MPI.COMM_WORLD
     signals.set_rank(world.rank)
@@ -346,7 +354,6 @@ def train(argv):
     from pfn15.training import resume
     from pfn15.training.finite import NonFiniteError
     from pfn15.training.reporting import write_summary
-    from pfn15.training import watchdog as watchdog_module
     # Any other uncaught exception on any rank: print it once, MPI_Abort the
     # job -- never leave 1,023 ranks waiting in an all-reduce. (ChainerMN has
     # already added the hook at import if CHAINERMN_FORCE_ABORT_ON_EXCEPTION is set.)
@@ -357,7 +364,7 @@ def train(argv):
     watchdog.tick('start-up: data listing, model', -1, slow=True)
     run, error = None, None
     try:
-        run = build(cfg, comm)
+        run = build(cfg, comm, WatchdogProgress(watchdog))
     except DataError as e:
         error = str(e)
     # Room for two checkpoints in out (an estimate: optimizer states appear later).
@@ -385,7 +392,6 @@ def train(argv):
                  run.plan.microbatches(0), run.meta['train_size'], run.meta['classes']),
               flush=True)
 
-    watchdog_module.attach(watchdog, run.trainer, comm, run.checkpointer)
     watchdog.emergency_save = lambda: run.checkpointer.save_emergency(run.trainer)
     try:
         # Expected stops (errors.Stop: preempted, non-finite, data, checkpoint

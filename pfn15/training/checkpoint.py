@@ -51,6 +51,7 @@ from chainer.training import extension
 
 from pfn15 import bn, errors
 from pfn15.errors import CheckpointWriteError
+from pfn15.training import progress as progress_module
 from pfn15.training.finite import NonFiniteError
 
 FORMAT = 3          # 3: no pickle, PlotReport's pending state; 2 is read too
@@ -420,15 +421,17 @@ class Checkpointer(object):
     """Collective `save(trainer)`: every rank calls it, rank 0 writes.
 
     `identity`: the run's record (config, dataset) stored in every checkpoint.
+    `progress` (pfn15.training.progress) is told when a save starts and ends.
     """
 
-    def __init__(self, out, comm, model, identity, keep=3):
+    def __init__(self, out, comm, model, identity, keep=3, progress=None):
         self.root = checkpoint_dir(out)
         self.comm = comm
         self.model = model
         self.identity = identity
         self.keep = keep
         self.last_saved = None
+        self.progress = progress or progress_module.NONE
 
     def _bn_keys(self):
         names = {id(link): name for name, link in self.model.namedlinks()}
@@ -450,6 +453,11 @@ class Checkpointer(object):
 
     def save(self, trainer):
         iteration = trainer.updater.iteration
+        self.progress.checkpoint_start(iteration)
+        self._save(trainer, iteration)
+        self.progress.checkpoint_done(iteration)
+
+    def _save(self, trainer, iteration):
         if self.last_saved == iteration:
             return
         # Collective: the BN statistics of every worker, averaged (not written back).

@@ -14,6 +14,8 @@ With `canonical` (comm.reduction=canonical: (validation-set size, batch)),
 the set is cut into fixed batches (pfn15.data.order.validation_batches),
 each batch's sums are one leaf, and pfn15.reduction's tree adds them over
 all ranks: the same bits on every worker count.
+
+`progress` (pfn15.training.progress) is told each batch, the all-reduce and the end.
 """
 import numpy
 
@@ -21,6 +23,8 @@ import chainer
 from chainer import reporter as reporter_module
 from chainer.dataset import convert
 from chainer.training import extension
+
+from pfn15.training import progress as progress_module
 
 KEYS = ('loss', 'accuracy', 'top5')
 
@@ -31,7 +35,7 @@ class WholeSetEvaluator(extension.Extension):
     name = 'validation'
 
     def __init__(self, iterator, model, comm, trigger, device=-1, top5=True,
-                 converter=convert.concat_examples, canonical=None):
+                 converter=convert.concat_examples, canonical=None, progress=None):
         self.iterator = iterator
         self.canonical = canonical
         self.top5 = top5   # the classifier reports top-5 only with more than 5 classes
@@ -40,10 +44,11 @@ class WholeSetEvaluator(extension.Extension):
         self.trigger = trigger
         self.device = device
         self.converter = converter
-        self.before_allreduce = None   # the watchdog's progress tick, when attached
+        self.progress = progress or progress_module.NONE
 
-    def evaluate(self):
-        """{'validation/main/loss': ..., ...}: sums over this rank's share, all-reduced."""
+    def evaluate(self, iteration=-1):
+        """{'validation/main/loss': ..., ...}: sums over this rank's share, all-reduced
+        (`iteration`: the trainer's, for the progress calls)."""
         sums = numpy.zeros(1 + len(KEYS), numpy.float64)   # images, then loss/acc/top5 sums
         acc = None
         if self.canonical is not None:
@@ -58,7 +63,8 @@ class WholeSetEvaluator(extension.Extension):
         reporter = reporter_module.Reporter()
         reporter.add_observer('main', self.model)
         with chainer.using_config('train', False), chainer.no_backprop_mode():
-            for batch in (it if len(it.dataset) else ()):
+            for index, batch in enumerate(it if len(it.dataset) else (), 1):
+                self.progress.evaluation_batch(iteration, index)
                 x, t = self.converter(batch, self.device)
                 observation = {}
                 with reporter.scope(observation):
@@ -75,8 +81,7 @@ class WholeSetEvaluator(extension.Extension):
                     sums += leaf
                 else:
                     acc.add((leaf,))
-        if self.before_allreduce is not None:
-            self.before_allreduce()
+        self.progress.evaluation_allreduce(iteration)
         if acc is None:
             total = self.comm.mpi_comm.allreduce(sums)
         else:
@@ -87,9 +92,10 @@ class WholeSetEvaluator(extension.Extension):
         for i, key in enumerate(KEYS):
             if key != 'top5' or self.top5:
                 result['validation/main/' + key] = total[1 + i] / max(total[0], 1.0)
+        self.progress.evaluation_done(iteration)
         return result
 
     def __call__(self, trainer=None):
-        result = self.evaluate()
+        result = self.evaluate(trainer.updater.iteration if trainer is not None else -1)
         reporter_module.report(result)
         return result

@@ -18,6 +18,7 @@ from chainer import training
 
 from pfn15 import bn
 from pfn15 import reduction
+from pfn15.training import progress as progress_module
 
 
 class AccumulatingUpdater(training.updaters.StandardUpdater):
@@ -46,11 +47,15 @@ class AccumulatingUpdater(training.updaters.StandardUpdater):
     sum is divided by G once. Every rank then holds the same bits on every
     worker count, and the BN statistics of the global batch leave each update
     already averaged over workers.
+
+    `progress` (pfn15.training.progress) is told each microbatch, the
+    gradient all-reduce and the optimizer's step (an optimizer hook: under
+    ChainerMN's optimizer the step follows the all-reduce inside its update).
     """
 
     def __init__(self, iterator, optimizer, microbatches=1, device=None,
                  converter=convert.concat_examples, comm=None, plan=None,
-                 average_bn_statistics=False, canonical=False):
+                 average_bn_statistics=False, canonical=False, progress=None):
         super().__init__(iterator, optimizer, converter=converter, device=device)
         if microbatches < 1:
             raise ValueError('microbatches must be >= 1')
@@ -64,6 +69,9 @@ class AccumulatingUpdater(training.updaters.StandardUpdater):
         if canonical:
             from pfn15 import comm as comm_module
             self.grad_dtype = comm_module.allreduce_dtype(comm)   # float16: summed in float16
+        self.progress = progress or progress_module.NONE
+        if progress is not None:
+            optimizer.add_hook(progress_module.UpdateStart(progress, self))
         self.update_seconds = 0.0   # time spent in updates (for images/s)
         self.update_durations = []  # this process's updates, seconds each (not checkpointed)
 
@@ -110,8 +118,9 @@ class AccumulatingUpdater(training.updaters.StandardUpdater):
         model.cleargrads()
         summary = reporter_module.DictSummary()
         bn_sums = None
-        for _ in range(k):
+        for m in range(k):
             batch = iterator.next()
+            self.progress.microbatch(self.iteration + 1, m + 1, k)
             x, t = self.converter(batch, self.input_device)
             observation = {}
             with reporter_module.report_scope(observation):
@@ -131,6 +140,7 @@ class AccumulatingUpdater(training.updaters.StandardUpdater):
             for a, s in zip(stats, bn_sums):
                 a[...] = s / k
         chainer.reporter.report(self._global_mean(summary.compute_mean()))
+        self.progress.gradient_allreduce(self.iteration + 1)
         optimizer.update()   # the multi-node optimizer all-reduces, then steps
         took = time.perf_counter() - start
         self.update_seconds += took
@@ -145,8 +155,9 @@ class AccumulatingUpdater(training.updaters.StandardUpdater):
         lo = comm.rank * k                       # group g is worker g // k's microbatch g % k
         acc = reduction.Accumulator(lo, lo + k, groups)
         layout = None
-        for _ in range(k):
+        for m in range(k):
             batch = iterator.next()
+            self.progress.microbatch(self.iteration + 1, m + 1, k)
             x, t = self.converter(batch, self.input_device)
             model.cleargrads()
             observation = {}
@@ -157,6 +168,7 @@ class AccumulatingUpdater(training.updaters.StandardUpdater):
             del loss
             leaf, layout = _pack(model, self.bn_links, observation, self.grad_dtype)
             acc.add(leaf)
+        self.progress.gradient_allreduce(self.iteration + 1)
         total = self.canonical_allreduce(acc.nodes(), k, groups, layout.template)
         means = layout.unpack(total, groups, model, self.bn_links)
         chainer.reporter.report(means)

@@ -8,7 +8,9 @@ lets them run while the main thread sits in a collective), as Horovod's stall
 check and PyTorch's NCCL watchdog do:
 
 * the main thread only records progress: `tick(phase)` at microbatch,
-  all-reduce, evaluation-batch and checkpoint boundaries (an attribute write);
+  all-reduce, evaluation-batch and checkpoint boundaries (an attribute write;
+  the updater, evaluator and checkpointer say where they are through
+  pfn15.training.progress);
 * every `interval` each rank's thread sends rank 0 a heartbeat (progress
   count, iteration and phase, e.g. 'iteration 12: gradient all-reduce', and
   any stop signal it caught); rank 0's thread answers every rank with a pulse;
@@ -17,8 +19,8 @@ check and PyTorch's NCCL watchdog do:
   iterations, the first evaluation and the first checkpoint; at most 60 s
   once a stop signal is pending), rank 0 prints one line naming the ranks that stopped answering
   (or, if all answer, those behind the others) with their hosts, and where
-  the others wait, and calls MPI_Abort with errors.STALLED: the launcher ends every rank, the
-  stopped ones included;
+  the others wait (pfn15.training.stall words it), and calls MPI_Abort with
+  errors.STALLED: the launcher ends every rank, the stopped ones included;
 * if rank 0 itself goes silent, rank 1 (failing it, rank 2, ...) says so.
 
 A stop signal caught while the job is stalled reaches the thread through the
@@ -33,10 +35,10 @@ import threading
 import time
 
 from pfn15 import errors
+from pfn15.training import stall
+
 HEARTBEAT_TAG = 31415
 PULSE_TAG = 31416
-PREEMPT_GRACE = 60.0
-SLOW_EXTRA = 45.0
 
 
 class Watchdog(object):
@@ -63,7 +65,8 @@ class Watchdog(object):
         self._out = {}                   # destination -> pending send request
         # Rank 0's view of every rank: progress, phase, slow, signal, last heard.
         now = time.monotonic()
-        self._seen = {r: (0, (-1, 0), 'start-up', True, None, now) for r in range(self.size)}
+        self._seen = {r: stall.Seen(0, (-1, 0), 'start-up', True, None, now)
+                      for r in range(self.size)}
         self._last_change = now
         self._progress_sum = 0
         self._pulse = (now, 0, 'start-up', True)   # others' view of rank 0
@@ -171,69 +174,30 @@ class Watchdog(object):
             yield status.Get_source(), self.world.recv(source=status.Get_source(), tag=tag)
 
     def _allowance(self, slow, signal):
-        # Slow phases get up to startup_factor x, but at most 45 s more: a job
-        # stalled anywhere still ends within stall_timeout + 60 s.
-        t = self.stall_timeout
-        if slow:
-            t += min((self.startup_factor - 1.0) * self.stall_timeout, SLOW_EXTRA)
-        if signal is not None:
-            t = min(t, PREEMPT_GRACE)
-        return t
+        return stall.allowance(self.stall_timeout, self.startup_factor, slow, signal)
 
     # rank 0 ---------------------------------------------------------------
     def _monitor(self, own_signal):
         now = time.monotonic()
-        self._seen[0] = (self.progress, self.position, self.phase, self.slow, own_signal, now)
+        self._seen[0] = stall.Seen(self.progress, self.position, self.phase, self.slow,
+                                   own_signal, now)
         for src, beat in self._receive(HEARTBEAT_TAG):
             if beat is None:
                 continue
             self.hosts[src] = beat[0]
-            self._seen[src] = tuple(beat[1:]) + (now,)
+            self._seen[src] = stall.Seen(*beat[1:], heard=now)
         for r in range(1, self.size):
             self._send(r, PULSE_TAG, (self.hosts[0], self.progress, self.phase, self.slow))
-        total = sum(s[0] for s in self._seen.values())
+        total = sum(s.progress for s in self._seen.values())
         if total != self._progress_sum:
             self._progress_sum, self._last_change = total, now
-        slow = any(s[3] for s in self._seen.values())
-        signal = next((s[4] for s in self._seen.values() if s[4] is not None), None)
+        slow = any(s.slow for s in self._seen.values())
+        signal = next((s.signal for s in self._seen.values() if s.signal is not None), None)
         idle = now - self._last_change
         if idle > self._allowance(slow, signal):
-            self._abort(self._report(now, idle, signal))
-
-    def _report(self, now, idle, signal):
-        from pfn15.training import signals
-        from pfn15.training.startup import where
-        silent_after = max(3 * self.interval, 2.0)
-        silent = [r for r, s in self._seen.items() if now - s[5] > silent_after]
-        alive = [r for r in range(self.size) if r not in silent]
-        top = max(self._seen[r][1] for r in alive) if alive else (0, 0)
-        behind = [r for r in alive if self._seen[r][1] < top]
-        parts = []
-        if silent:
-            for r in silent:
-                parts.append('%s stopped answering %.0f s ago (last heard at %s)'
-                             % (where([r], self.hosts), now - self._seen[r][5],
-                                self._seen[r][2]))
-            culprits = silent
-        elif behind:
-            for r in behind:
-                parts.append('%s is behind the others, still at %s'
-                             % (where([r], self.hosts), self._seen[r][2]))
-            culprits = behind
-        else:
-            culprits = []
-        waiting = {}
-        for r in range(self.size):
-            if r not in culprits:
-                waiting.setdefault(self._seen[r][2], []).append(r)
-        for phase, ranks in sorted(waiting.items(), key=lambda kv: kv[1][0])[:3]:
-            parts.append('%s wait%s at %s' % (where(ranks, self.hosts),
-                                               's' if len(ranks) == 1 else '', phase))
-        text = ('stalled: no progress for %.0f s (train.stall_timeout=%g): %s'
-                % (idle, self.stall_timeout, '; '.join(parts)))
-        if signal is not None:
-            text += '. %s came while stalled: %s' % (signals.name(signal), self._save())
-        return text + '. Aborting the job (exit %d)' % errors.STALLED
+            self._abort(stall.report(self._seen, self.hosts, now, idle, self.stall_timeout,
+                                     self.interval, signal,
+                                     self._save() if signal is not None else None))
 
     # ranks > 0 ---------------------------------------------------------------
     def _heartbeat(self, own_signal):
@@ -247,18 +211,12 @@ class Watchdog(object):
             self.hosts[0] = host
             self._pulse = (now, progress, phase, slow)
         heard, _, phase, slow = self._pulse
-        # Rank 1 speaks for a silent rank 0; rank 2 only if rank 1 is silent too...
         allowance = (self._allowance(slow, own_signal)
-                     + (self.rank - 1) * max(2 * self.interval, 5.0))
+                     + stall.standby_delay(self.rank, self.interval))
         if now - heard > allowance:
-            from pfn15.training import signals
-            from pfn15.training.startup import where
-            text = ('stalled: %s stopped answering %.0f s ago (last heard at %s); %s waits at %s'
-                    % (where([0], self.hosts), now - heard, phase,
-                       where([self.rank], self.hosts), self.phase))
-            if own_signal is not None:
-                text += '. %s came while stalled: %s' % (signals.name(own_signal), self._save())
-            self._abort(text + '. Aborting the job (exit %d)' % errors.STALLED)
+            self._abort(stall.rank0_silent(self.hosts, self.rank, now - heard, phase, self.phase,
+                                           own_signal,
+                                           self._save() if own_signal is not None else None))
 
     # ---------------------------------------------------------------------------
     def _save(self):
@@ -276,121 +234,3 @@ class Watchdog(object):
         print('pfn15: error: %s' % text, file=sys.stderr, flush=True)
         from mpi4py import MPI
         MPI.COMM_WORLD.Abort(errors.STALLED)
-
-
-# ---------------------------------------------------------------- the main thread's ticks
-
-class _TickingConverter(object):
-    """Wraps a converter: one tick per batch converted (Converter or old-style function)."""
-
-    def __new__(cls, converter, on_batch):
-        from chainer.dataset import convert
-
-        class Ticking(convert.Converter):
-            def __call__(self, batch, device=None):
-                on_batch()
-                return convert._call_converter(converter, batch, _as_device(device))
-        return Ticking()
-
-
-def _as_device(device):
-    """A backend.Device for what callers pass a converter (a Device, None, or an
-    old-style device id such as pfn15's evaluator's -1)."""
-    from chainer import backend
-    if device is None or isinstance(device, backend.Device):
-        return device
-    if isinstance(device, int):
-        return backend.CpuDevice() if device < 0 else backend.get_device('@cupy:%d' % device)
-    return backend.get_device(device)
-
-
-def attach(watchdog, trainer, comm, checkpointer, evaluator_name='validation'):
-    """Make the trainer report its progress to `watchdog` (no change to the updater,
-    the evaluator or the checkpointer: their entry points are wrapped here)."""
-    from chainer.training import extension
-
-    updater = trainer.updater
-    state = {'start': None, 'iteration': None, 'microbatch': 0, 'evaluations': 0,
-             'checkpoints': 0}
-
-    def first_iterations(it):
-        if state['start'] is None:
-            state['start'] = it
-        return it < state['start'] + 2
-
-    def on_microbatch():
-        it = updater.iteration + 1
-        if state['iteration'] != it:
-            state['iteration'], state['microbatch'] = it, 0
-        state['microbatch'] += 1
-        k = getattr(updater, 'microbatches', 1)
-        watchdog.tick('microbatch %d/%d (data, forward, backward)' % (state['microbatch'], k),
-                      it, slow=first_iterations(it))
-    updater.converter = _TickingConverter(updater.converter, on_microbatch)
-
-    def ticking(mean_grad):
-        def ticking_mean_grad(*args, **kw):
-            it = updater.iteration + 1
-            watchdog.tick('gradient all-reduce', it, slow=first_iterations(it))
-            out = mean_grad(*args, **kw)
-            watchdog.tick('update', it, slow=first_iterations(it))
-            return out
-        return ticking_mean_grad
-    comm.multi_node_mean_grad = ticking(comm.multi_node_mean_grad)
-    if getattr(updater, 'canonical', False):   # comm.reduction=canonical's own all-reduce
-        updater.canonical_allreduce = ticking(updater.canonical_allreduce)
-
-    try:
-        evaluator = trainer.get_extension(evaluator_name)
-    except ValueError:   # no evaluator: the ticks around it say 'extensions'
-        evaluator = None
-    if evaluator is not None and hasattr(evaluator, 'converter'):
-        batches = {'n': 0}
-
-        def on_eval_batch():
-            batches['n'] += 1
-            watchdog.tick('evaluation batch %d' % batches['n'], updater.iteration,
-                          slow=state['evaluations'] == 0)
-        evaluator.converter = _TickingConverter(evaluator.converter, on_eval_batch)
-        if hasattr(evaluator, 'before_allreduce'):   # pfn15's whole-set evaluator
-            evaluator.before_allreduce = lambda: watchdog.tick(
-                'evaluation all-reduce', updater.iteration, slow=state['evaluations'] == 0)
-        local = getattr(evaluator, '_mn_original_evaluate', None)
-        if local is not None:   # ChainerMN's evaluator: local batches, then an all-reduce
-            def ticking_local():
-                out = local()
-                watchdog.tick('evaluation all-reduce', updater.iteration,
-                              slow=state['evaluations'] == 0)
-                return out
-            evaluator._mn_original_evaluate = ticking_local
-        evaluate = evaluator.evaluate
-
-        def ticking_evaluate():
-            batches['n'] = 0
-            out = evaluate()
-            state['evaluations'] += 1
-            return out
-        evaluator.evaluate = ticking_evaluate
-
-    save = checkpointer.save
-
-    def ticking_save(*args, **kw):
-        watchdog.tick('checkpoint', updater.iteration, slow=state['checkpoints'] == 0)
-        out = save(*args, **kw)
-        state['checkpoints'] += 1
-        watchdog.tick('after the checkpoint', updater.iteration)
-        return out
-    checkpointer.save = ticking_save
-
-    class AfterUpdate(extension.Extension):
-        # First of the extensions: what follows (log, evaluation, checkpoint,
-        # the stop check) shows as this iteration's extensions.
-        trigger = 1, 'iteration'
-        priority = extension.PRIORITY_WRITER + 100
-        name = 'watchdog'
-
-        def __call__(self, trainer):
-            it = updater.iteration
-            watchdog.tick('extensions (log, evaluation, checkpoint, stop check)', it,
-                          slow=first_iterations(it - 1))
-    trainer.extend(AfterUpdate())

@@ -7,7 +7,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT, child_env
+from helpers import ROOT, child_env
 
 from pfn15 import config
 from pfn15 import errors
