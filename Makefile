@@ -132,16 +132,20 @@ $(VENV312)/.installed: setup.py constraints-py312.txt
 	  $(BIN312)/pip install -q -e '.[mpich,test]' --config-settings editable_mode=compat
 	touch $@
 
-# The fast CPU tests, then the demo (about 30 s: it trains to its bar and writes
-# its outputs) on this interpreter.
+# The stack's own leg: the fast in-process tests (tests/unit, tests/kernels),
+# then two real runs on this interpreter: the demo (it trains to its bar and
+# writes its outputs) and a SIGTERM checkpoint resumed to the uninterrupted
+# run's figures. The MPI, job and SLURM tests exercise launchers and schedulers,
+# not NumPy: they run once, on the first leg.
 test-py312:
 ifeq ($(strip $(PYTHON312)),)
 	@echo 'SKIPPED: python3.12 not found: the Python 3.12 + NumPy 2 leg (make test-py312) did not run'
 else
 	@$(MAKE) --no-print-directory install-py312
-	PFN15_KERNEL_STACKS=$(KERNEL_STACKS) PATH=$(CURDIR)/$(BIN312):$$PATH $(BIN312)/python -m pytest -q -m "not slow" tests
+	PFN15_KERNEL_STACKS=$(KERNEL_STACKS) PATH=$(CURDIR)/$(BIN312):$$PATH $(BIN312)/python -m pytest -q -m "not slow" tests/unit tests/kernels
 	PATH=$(CURDIR)/$(BIN312):$$PATH $(BIN312)/python -m pytest -q \
-	  tests/mpi/test_train.py::test_demo_trains_to_95_percent_and_writes_its_outputs
+	  tests/mpi/test_train.py::test_demo_trains_to_95_percent_and_writes_its_outputs \
+	  tests/mpi/test_train.py::test_sigterm_checkpoint_and_resume_match_uninterrupted_run
 endif
 
 clean:
