@@ -127,6 +127,12 @@ class DataConfig:
     val_fraction: float = field(default=0.2, metadata=_same({'min': 0.0, 'max': 0.9}))
     image_size: int = field(default=8, metadata=_same({'min': 8}))
 
+    @property
+    def decodes_files(self):
+        """Whether samples are image files to decode (ImageNet: folders, list files or a
+        pack) rather than arrays held in memory (the digits)."""
+        return self.dataset == 'imagenet'
+
 
 @dataclass
 class BatchConfig:
@@ -609,7 +615,7 @@ def validate(cfg, workers=None, check_paths=True):
     if d.min_aspect > d.max_aspect:
         raise ConfigError('data.min_aspect', 'must be <= data.max_aspect')
     if d.decoder == 'dali':
-        if d.dataset != 'imagenet':
+        if not d.decodes_files:
             raise ConfigError('data.decoder', 'dali decodes JPEGs; data.dataset=%s has none '
                               '(use data.decoder=pil)' % d.dataset)
         import importlib.util
@@ -617,7 +623,7 @@ def validate(cfg, workers=None, check_paths=True):
                 importlib.util.find_spec('nvidia.dali') is None:
             raise ConfigError('data.decoder', 'dali needs NVIDIA DALI, not installed here: '
                               "pip install -e '.[dali]' (CUDA 12) or '.[dali-cuda13]'")
-    if d.dataset == 'imagenet' and check_paths:
+    if d.decodes_files and check_paths:
         if not d.root:
             raise ConfigError('data.root', 'is empty; point it at the ImageNet directory '
                               '(or set the environment variable the config names)')

@@ -155,7 +155,7 @@ def build(cfg, comm, progress=None):
         from pfn15.data import dali
         decoders = data.dali_decoders(cfg, device if device >= 0 else None)
         val_iter = dali.Batches(val, decoders[1], cfg.batch.per_worker)
-    elif cfg.data.loader_workers > 0 and cfg.data.dataset == 'imagenet':
+    elif cfg.data.loader_workers > 0 and cfg.data.decodes_files:
         val_iter = chainer.iterators.MultiprocessIterator(
             val, cfg.batch.per_worker, repeat=False, shuffle=False,
             n_processes=cfg.data.loader_workers)
@@ -187,7 +187,7 @@ def build(cfg, comm, progress=None):
     train_iter = GlobalOrderIterator(
         train, cfg.seed, plan, comm.rank, stop.iterations,
         transform=data.train_transform(cfg),
-        loader_workers=cfg.data.loader_workers if cfg.data.dataset == 'imagenet' else 0,
+        loader_workers=cfg.data.loader_workers if cfg.data.decodes_files else 0,
         decoder=decoders[0])
     updater = AccumulatingUpdater(train_iter, optimizer, plan.microbatches(0), device=device,
                                   comm=comm, plan=plan,
@@ -227,7 +227,7 @@ def build(cfg, comm, progress=None):
     data_check = next((c for c in collective_checks if isinstance(c, checks.DataCheck)), None)
 
     log_trigger = EpochTrigger(1, plan, stop)
-    if cfg.data.dataset == 'imagenet':
+    if cfg.data.decodes_files:
         trainer.extend(BadImageCount(comm, log_trigger))
     log_report = None
     if comm.rank == 0:   # reporting on rank 0 only
@@ -329,7 +329,7 @@ def train(argv):
     # Every start-up check gives a verdict instead of exiting, so no rank leaves
     # the others waiting: the verdicts meet in startup.agree (exit 2, one line).
     cfg, error = startup.load_config(args)
-    if (cfg is not None and cfg.data.dataset == 'imagenet' and cfg.data.loader_workers > 0
+    if (cfg is not None and cfg.data.decodes_files and cfg.data.loader_workers > 0
             and cfg.data.decoder == 'pil'):   # DALI decodes in threads
         use_forkserver()   # before MPI starts
     # Not imported at the top: the forkserver imports this module, and must

@@ -52,7 +52,7 @@ def build(cfg, comm):
     lo, hi = order.validation_share(len(val), comm.size, comm.rank, cfg.batch.per_worker)
     from chainer.datasets import SubDataset, TransformDataset
     val = SubDataset(val, lo, hi)
-    if cfg.data.dataset != 'digits' and cfg.data.decoder != 'dali':
+    if cfg.data.decodes_files and cfg.data.decoder != 'dali':
         # digits are arrays, normalized at load; DALI decodes validation batches itself
         from pfn15.data import transforms
         t = transforms.val_transform(cfg.data)
