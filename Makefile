@@ -74,8 +74,8 @@ endif
 	  $(BIN)/pip install -q -e '.[mpich,test]' --config-settings editable_mode=compat
 	touch $@
 
-# NVIDIA DALI for tests/unit/test_dali.py (its CPU-only mode; ~1 GB installed), on top
-# of the demo's install: `make demo` does not need it.
+# NVIDIA DALI for tests/unit/test_dali.py and tests/mpi/test_dali_runs.py (its CPU-only
+# mode; ~1 GB installed), on top of the demo's install: `make demo` does not need it.
 install-dali: $(VENV)/.installed-dali
 
 $(VENV)/.installed-dali: $(VENV)/.installed

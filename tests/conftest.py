@@ -2,10 +2,11 @@
 
 A test file's folder says what it needs and marks its tests with that name
 (registered in pytest.ini), so `-m "not mpi"` and the like select by kind:
-mpi/ holds the files whose tests mostly launch mpiexec (a unit/ file may
-still hold one or two such tests beside its in-process ones), jobs/ the job
-scripts' tests, kernels/ the GPU kernels' and slurm/ the real SLURM's.
-unit/ gets no marker.
+mpi/ holds every test that starts an MPI process (mpiexec, pfn15.train even
+on one rank, a rank program, a tool on a ChainerMN communicator), jobs/ the
+job scripts' tests, kernels/ the GPU kernels' and slurm/ the real SLURM's.
+unit/ gets no marker and starts no MPI process; a topic with both kinds of
+test has a file in each (unit/test_dali.py, mpi/test_dali_runs.py).
 """
 import os
 

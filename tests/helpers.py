@@ -1,6 +1,7 @@
 """What the tests share: launching real MPI jobs (mpiexec from the venv's PyPI
-mpich, else the PATH), reading their outputs, comparing runs, and the layer
-shapes of the models.
+mpich, else the PATH) and single processes, reading their outputs, comparing
+runs, the small JPEG trees and packs that a unit/ file and its mpi/ runs both
+use, and the layer shapes of the models.
 
 Importable as `helpers` from every test folder (pytest.ini: pythonpath).
 Standard library at import time: NumPy, Chainer and pfn15's models load only
@@ -51,8 +52,14 @@ def train(n, config, *overrides, timeout=600):
     return mpirun(n, ['-m', 'pfn15.train', config] + list(overrides), timeout=timeout)
 
 
+def run(*args, env=None, timeout=120):
+    """Run `python ARGS...` here as one process; returns CompletedProcess (text)."""
+    return subprocess.run([sys.executable] + list(args), cwd=ROOT, env=env or child_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def mpi_script(name):
-    """A rank program of tests/mpi/programs/, to run with mpirun."""
+    """A rank program of tests/mpi/programs/, to run with mpirun (or alone, as one rank)."""
     return os.path.join(ROOT, 'tests', 'mpi', 'programs', name)
 
 
@@ -70,6 +77,18 @@ def rank_pids(marker):
 
 
 # ---------------------------------------------------------------- a run's outputs
+
+def assert_one_line(r, status, *needles, prog='pfn15'):
+    """Exit `status`, exactly one error line (from rank 0), holding every needle; no traceback."""
+    text = r.stdout + r.stderr
+    assert r.returncode == status, text
+    assert 'Traceback' not in text, text
+    lines = [line for line in r.stderr.splitlines() if line.startswith(prog + ': error:')]
+    assert len(lines) == 1, text
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
 
 def read_summary(out):
     with open(os.path.join(out, 'summary.json')) as f:
@@ -103,6 +122,77 @@ def assert_same_bits(a, b):
 def assert_same_metrics(sa, sb):
     for key in METRICS:
         assert sb.get(key) == sa.get(key), key           # floats, exactly
+
+
+# ---------------------------------------------------------------- JPEG trees and packs
+
+def jpeg_files(root, split='train'):
+    """The JPEG files of a class-folder tree's split, sorted."""
+    return sorted(glob.glob(os.path.join(root, split, '*', '*.JPEG')))
+
+
+def ilsvrc_tree(root, classes=3, train_per_class=4, val_per_class=2, size=40):
+    """A small tree in the ILSVRC2012 layout; returns [(val file name, wnid)] in val order."""
+    import numpy
+    from pfn15.data import synthetic
+    synthetic.write_tree(root, classes, train_per_class, val_per_class, size)
+    names = sorted(os.listdir(os.path.join(root, 'train')))
+    # wnid-like folder names (sorted order = label order, as ImageNet's).
+    wnids = ['n%08d' % (1440764 + 997 * c) for c in range(classes)]
+    for name, wnid in zip(names, wnids):
+        os.rename(os.path.join(root, 'train', name), os.path.join(root, 'train', wnid))
+    # Flatten val/: the images interleaved across classes, as the real val/ is.
+    val = os.path.join(root, 'val')
+    files = []
+    for name, wnid in zip(names, wnids):
+        for f in sorted(os.listdir(os.path.join(val, name))):
+            files.append((os.path.join(val, name, f), wnid))
+    rng = numpy.random.RandomState(0)
+    order = rng.permutation(len(files))
+    labels = []
+    for i, k in enumerate(order, 1):
+        path, wnid = files[k]
+        flat = 'ILSVRC2012_val_%08d.JPEG' % i
+        os.rename(path, os.path.join(val, flat))
+        labels.append((flat, wnid))
+    for name in names:
+        os.rmdir(os.path.join(val, name))
+    return labels
+
+
+def write_kaggle(path, labels):
+    """`labels` ([(val file name, wnid)]) as Kaggle's LOC_val_solution.csv."""
+    with open(path, 'w') as f:
+        f.write('ImageId,PredictionString\n')
+        for flat, wnid in reversed(labels):      # Kaggle's rows are not sorted
+            f.write('%s,%s 10 12 30 33 %s 1 2 20 21 \n' % (flat[:-5], wnid, wnid))
+
+
+def data_cli(*args):
+    """Run `python -m pfn15.data ARGS...` here; returns CompletedProcess (text)."""
+    return subprocess.run([sys.executable, '-m', 'pfn15.data'] + list(args), cwd=ROOT,
+                          env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, timeout=300)
+
+
+PACK_SHARD_MB = 0.02     # ~20 KB shards: several per split on a tiny tree
+
+
+def pack_source(root):
+    """The tree the packed-format tests pack: 3 classes of 48-px JPEGs, 8 train and 3 val each."""
+    from pfn15.data import synthetic
+    synthetic.write_tree(root, 3, 8, 3, 48)
+    return root
+
+
+def write_pack(src, out):
+    """pack_source's tree `src` packed into `out` (PACK_SHARD_MB shards, 2 workers)."""
+    r = data_cli('pack', src, out, '--shard-mb', str(PACK_SHARD_MB), '--workers', '2')
+    assert r.returncode == 0, r.stderr
+    assert 'packed 24 train + 9 val images (3 classes' in r.stdout
+    # Not a terminal: plain progress lines, not a bar of carriage returns.
+    assert '\r' not in r.stdout and 'pack: 33/33 images (100%)' in r.stdout
+    return out
 
 
 # ---------------------------------------------------------------- the models' layer shapes

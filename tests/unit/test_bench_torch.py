@@ -3,7 +3,8 @@
 PyTorch is not a dependency of pfn15: the first test runs everywhere (torch
 blocked in a subprocess the way Python blocks an import, sys.modules[name] =
 None); the others need torch (pytest.importorskip) and run the real loop on the
-CPU at a tiny size, or on a GPU when torch sees one.
+CPU at a tiny size, or on a GPU when torch sees one. The peer interleaved in
+`python -m pfn15.bench step`, which starts MPI: tests/mpi/test_bench_torch_step.py.
 """
 import json
 import math
@@ -114,20 +115,3 @@ def test_gpu_peer_float16_amp():
     r = bench_torch.run_peer(**dict(TINY, device=0, lr=0.01))
     _check_ok(r, device='cuda:0', amp=True, amp_dtype='float16', channels_last=True)
     assert 'max_memory_allocated' in r['peak_memory_what']
-
-
-def test_bench_step_on_cpu_interleaves_the_peer(tmp_path):
-    pytest.importorskip('torch')
-    out = tmp_path / 'step.json'
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
-    p = subprocess.run(
-        [sys.executable, '-m', 'pfn15.bench', 'step', '--arch', 'resnet50', '--size', '32',
-         '--batch', '2', '--iters', '1', '--blocks', '2', '--warmup', '1', '--peer', 'torch',
-         '--json', str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stdout + p.stderr
-    d = json.loads(out.read_text())
-    peer = d['torch_peer']
-    assert peer['status'] == 'ok' and peer['interleaved'] is True
-    assert len(peer['torch_blocks_img_per_s']) == len(d['bare_blocks_img_per_s']) == 2
-    assert d['ratio_vs_torch'] == pytest.approx(d['pfn15_img_per_s'] / d['torch_img_per_s'])
-    assert 'interleaved with (a) and (b)' in p.stdout and 'pfn15/peer' in p.stdout

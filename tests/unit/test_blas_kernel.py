@@ -1,5 +1,7 @@
 """pfn15.blas_kernel: OpenBLAS's kernel chosen before NumPy loads, read back through
-threadpoolctl in fresh interpreters on the machine the tests run on (no timings)."""
+threadpoolctl in fresh interpreters on the machine the tests run on (no timings).
+The kernel MPI ranks and their forkserver children run:
+tests/mpi/test_blas_kernel_on_ranks.py."""
 import json
 import os
 import subprocess
@@ -165,39 +167,3 @@ def test_env_prints_a_weaker_kernel_as_a_problem():
     assert len(lines) == 1, r.stderr
     assert 'OPENBLAS_CORETYPE=Prescott is set in the environment; export ' \
            'OPENBLAS_CORETYPE=%s instead' % BEST in lines[0]
-
-
-CHILDREN = r'''
-import json, multiprocessing, sys
-import pfn15
-
-
-def arch(_):
-    from pfn15 import blas_kernel
-    return blas_kernel.report()['architecture'], blas_kernel.decision()[1]
-
-
-if __name__ == '__main__':
-    ctx = multiprocessing.get_context('forkserver')
-    with ctx.Pool(1) as pool:
-        child = pool.map(arch, [0])[0]
-    from mpi4py import MPI
-    print(json.dumps({'rank': MPI.COMM_WORLD.rank, 'self': arch(0), 'forkserver': child}))
-'''
-
-
-def test_mpi_ranks_and_forkserver_children_run_the_same_kernel(tmp_path):
-    from helpers import mpirun
-    script = tmp_path / 'children.py'
-    script.write_text(CHILDREN)
-    env = {k: v for k, v in os.environ.items() if k not in (blas_kernel.VAR, blas_kernel.MARK)}
-    env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
-    r = mpirun(2, [str(script)], timeout=120, env=env)
-    assert r.returncode == 0, r.stderr
-    rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith('{')]
-    assert sorted(row['rank'] for row in rows) == [0, 1]
-    for row in rows:
-        assert row['self'][0] == row['forkserver'][0], row
-        if BEST is not None and row['self'][0] is not None:
-            assert row['self'][0] == BEST
-            assert 'parent' in row['forkserver'][1]   # inherited pfn15's choice, not the user's

@@ -1,15 +1,12 @@
 """Collective per-iteration checks (pfn15/training/checks.py): the judging logic
-alone, then a new check added as one class + one entry in a real 2-rank run."""
-import os
-
+alone. A new check added as one class + one entry, in a real 2-rank run:
+tests/mpi/test_checks_on_ranks.py."""
 import numpy
 import pytest
 
 from pfn15.data import DataError
 from pfn15.training import checks
 from pfn15.data.order import BatchPlan
-
-from helpers import mpi_script, mpirun
 
 
 class _Sums(object):
@@ -103,15 +100,3 @@ def test_the_checks_list_builds_what_applies():
     made = checks.build(jpeg, parts)
     assert [type(c) for c in made] == [checks.DataCheck, checks.StopSignal]
     assert made[1].checkpointer == 'ckpt' and made[0].lookahead == 2 * jpeg.batch.global_
-
-
-def test_a_new_check_is_all_reduced_and_judged_on_real_ranks(tmp_path):
-    out = str(tmp_path / 'run')
-    r = mpirun(2, [mpi_script('check_dummy.py'), '4', 'configs/demo.yaml', 'out=' + out,
-                   'train.progress_bar=false'], timeout=300)
-    assert r.returncode == 7, r.stdout[-2000:] + r.stderr[-3000:]
-    errors = [ln for ln in r.stderr.splitlines() if ln.startswith('pfn15: error:')]
-    # one line from rank 0, judged on the sums over both ranks: 1 + 2, and 10 x 4 twice
-    assert errors == ['pfn15: error: rank sum 3, iteration sum 80 at iteration 4'], r.stderr
-    assert 'Traceback' not in r.stderr
-    assert not os.path.exists(os.path.join(out, 'summary.json'))

@@ -4,12 +4,10 @@
   (drawn from the per-sample generator keyed by (seed, epoch, index)); the
   pixels differ only by the decoders (IDCT, PIL's reduced-scale decode,
   resampling): bounds below, in 0..255 levels;
-* 1 rank x 4 microbatches = 2 x 2 = 4 x 1 on the DALI decoder, under
-  mpiexec, with a corrupt image in the tree (counted, the run goes on):
-  the same summary figures and the same bits in every checkpoint array
-  (comm.reduction=canonical, as tests/mpi/test_invariance.py);
 * a missing file is missing data (recorded: the trainer stops with exit 2),
-  not a bad image; a truncated pack is one line, exit 2.
+  not a bad image.
+
+Runs on the DALI decoder under mpiexec: tests/mpi/test_dali_runs.py.
 
 Measured (synthetic 96-px JPEGs, 24 train crops to 32 px, 9 val images):
 mean |DALI - PIL| 1.15 levels, max 29 (train); 1.52, max 24 (val) -- most of
@@ -18,14 +16,10 @@ mean is 0.22. A mirrored crop is 29.8 levels off on average. The bounds:
 mean < 3 and max < 64 against PIL as it trains, mean < 0.6 against PIL's
 full-size decode of the same window.
 """
-import glob
-import os
-import shutil
-
 import numpy
 import pytest
 
-from helpers import assert_same_bits, assert_same_metrics, read_summary, state, train
+from helpers import jpeg_files
 
 # `make test` installs the dali extra in the Python 3.11 venv only (CI time); the
 # 3.12 leg skips here, saying so.
@@ -46,10 +40,6 @@ def tree(tmp_path_factory):
     return root
 
 
-def _files(root, split='train'):
-    return sorted(glob.glob(os.path.join(root, split, '*', '*.JPEG')))
-
-
 def _levels(a, b, t):
     return numpy.abs((a - b) / t.inv_std)
 
@@ -57,7 +47,7 @@ def _levels(a, b, t):
 def test_dali_and_pil_same_windows_flips_and_pixels_within_bound(tree):
     cfg = DataConfig(crop_size=32, val_resize=36, min_area=0.3)
     t = transforms.TrainTransform(cfg, seed=5)
-    files = _files(tree)
+    files = jpeg_files(tree)
     examples = [(p, i % 3, (1, i)) for i, p in enumerate(files)]
     out = pdali.Decoder(t, 8)(examples[:8]) + pdali.Decoder(t, 8)(examples[8:16])
     means, maxes, wrong, fulls = [], [], [], []
@@ -86,14 +76,14 @@ def test_dali_and_pil_same_windows_flips_and_pixels_within_bound(tree):
         assert tuple(start) + tuple(end) == box and f == flip
 
     v = transforms.ValTransform(cfg)
-    vfiles = _files(tree, 'val')
+    vfiles = jpeg_files(tree, 'val')
     vout = pdali.Decoder(v, 9, train=False)([(p, 0) for p in vfiles])
     dv = [_levels(x, v((p, 0))[0], v) for (x, _), p in zip(vout, vfiles)]
     assert numpy.mean([a.mean() for a in dv]) < 3.0 and max(a.max() for a in dv) < 64
 
 
 def test_corrupt_images_are_counted_and_a_missing_file_is_missing_data(tree, tmp_path):
-    good = _files(tree)[0]
+    good = jpeg_files(tree)[0]
     data = open(good, 'rb').read()
     bad = {'truncated': data[:len(data) // 2], 'garbage': b'\xff\xd8\xff\xe0' + b'\x11' * 500,
            'empty': b''}
@@ -121,57 +111,6 @@ def test_corrupt_images_are_counted_and_a_missing_file_is_missing_data(tree, tmp
     with pytest.raises(Exception) as e:
         pdali.Decoder(strict, 2)([(paths[0], 0, (0, 0))])
     assert paths[0] in str(e.value)
-
-
-QUIET = ['train.progress_bar=false', 'resume=none']
-
-
-def test_dali_runs_equal_on_1x4_2x2_and_4x1_with_a_corrupt_image_counted(tree, tmp_path):
-    root = str(tmp_path / 'data')
-    shutil.copytree(tree, root)
-    victim = _files(root)[5]
-    with open(victim, 'r+b') as f:
-        f.truncate(300)
-    common = ['data.dataset=imagenet', 'data.root=' + root, 'data.decoder=dali',
-              'data.crop_size=24', 'data.val_resize=28', 'data.loader_workers=1',
-              'data.max_bad_fraction=0.5', 'batch.global=16', 'batch.per_worker=4',
-              'model.width=4', 'train.iterations=2', 'schedule.boundaries=[2,3,4]'] + QUIET
-    runs, states = {}, {}
-    for ranks in (1, 2, 4):
-        out = str(tmp_path / ('w%d' % ranks))
-        r = train(ranks, 'configs/demo.yaml', 'out=' + out, *common, timeout=300)
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-        assert '%d workers x 4 per worker x %d microbatch' % (ranks, 4 // ranks) in r.stdout
-        runs[ranks] = read_summary(out)
-        assert runs[ranks]['config']['data']['decoder'] == 'dali'
-        states[ranks] = state(out)
-    assert runs[1]['bad_images'] == 1 and victim in runs[1]['bad_files'][0]
-    assert runs[1]['val_top1'] is not None and runs[1]['iterations'] == 2
-    for n in (2, 4):
-        # The same samples, windows and pixels, summed in the canonical order.
-        assert_same_bits(states[1], states[n])
-        assert_same_metrics(runs[1], runs[n])
-        assert runs[n]['bad_images'] == 1 and runs[n]['bad_files'] == runs[1]['bad_files']
-
-
-def test_a_truncated_pack_is_one_line_exit_2_on_the_dali_decoder(tree, tmp_path):
-    import subprocess
-    import sys
-    from helpers import ROOT, child_env
-    pack = str(tmp_path / 'pack')
-    r = subprocess.run([sys.executable, '-m', 'pfn15.data', 'pack', tree, pack],
-                       capture_output=True, text=True, cwd=ROOT, env=child_env())
-    assert r.returncode == 0, r.stderr
-    shard = sorted(glob.glob(os.path.join(pack, 'train-*.bin')))[-1]
-    with open(shard, 'r+b') as f:
-        f.truncate(os.path.getsize(shard) // 2)
-    r = train(1, 'configs/demo.yaml', 'out=' + str(tmp_path / 'o'), 'data.dataset=imagenet',
-              'data.root=' + pack, 'data.decoder=dali', 'data.crop_size=24',
-              'data.val_resize=28', 'batch.global=8', 'batch.per_worker=8', 'model.width=4',
-              'train.iterations=1', *QUIET, timeout=120)
-    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
-    lines = [ln for ln in r.stderr.splitlines() if ln.startswith('pfn15: error')]
-    assert len(lines) == 1 and shard in lines[0], r.stderr[-2000:]
 
 
 def test_the_training_iterator_gives_dali_the_pil_runs_samples(tree):

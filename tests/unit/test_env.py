@@ -1,4 +1,5 @@
-"""`python -m pfn15.env`, the cuDNN check at the start of a GPU run, and pfn15.cuda_libs."""
+"""`python -m pfn15.env` and pfn15.cuda_libs. The cuDNN check at the start of a GPU
+run, on real ranks: tests/mpi/test_env_cudnn_check.py."""
 import pfn15  # noqa: F401  (pfn15._compat before Chainer, on NumPy 2)
 import os
 import subprocess
@@ -6,7 +7,7 @@ import sys
 
 import pytest
 
-from helpers import ROOT, child_env, mpi_script, mpirun
+from helpers import ROOT, child_env
 
 from pfn15 import config as config_module
 from pfn15 import env as stack_env
@@ -91,23 +92,6 @@ def test_mpi_banners():
     assert stack_env._mpi_vendor_version('mpiexec (OpenRTE) 4.1.5\n') == ('Open MPI', '4.1.5')
     assert stack_env._mpi_vendor_version('Intel(R) MPI Library 2021.10 for Linux*') == \
         ('Intel MPI', '2021.10')
-
-
-@pytest.mark.parametrize('require', [False, True])
-def test_cudnn_check_at_gpu_start(require):
-    """A GPU run where cuDNN is off (here: no CuPy): one line from rank 0; exit 2 if required."""
-    r = mpirun(2, [mpi_script('cudnn_check.py'), 'true' if require else 'false'], timeout=120)
-    lines = [line for line in r.stderr.splitlines() if 'cuDNN is off' in line]
-    assert len(lines) == 1, r.stderr          # once, from rank 0
-    assert '(all 2 ranks)' in lines[0] and 'CuPy is unusable' in lines[0]
-    if require:
-        assert r.returncode == 2, r.stderr
-        assert lines[0].startswith('pfn15: error: train.require_cudnn is true')
-    else:
-        assert r.returncode == 0, r.stderr
-        assert lines[0].startswith('pfn15: warning: cuDNN is off')
-        assert 'im2col' in lines[0]
-        assert r.stdout.count('continued') == 2
 
 
 def test_cuda_libs_without_wheels_does_nothing():

@@ -1,15 +1,11 @@
-"""A new user's first hour: every mistake is one line and exit 2, signals are safe from
-the first instant, and `python -m pfn15.env` runs on a broken install."""
-import os
-import signal
-import subprocess
-import sys
-import time
-
+"""A new user's first hour, in processes that start no MPI: every mistake is one line
+and exit 2, the signal handlers are in place before any heavy import, and
+`python -m pfn15.env` runs on a broken install. Mistakes met once MPI starts, and
+signals at every instant of start-up: tests/mpi/test_first_hour_launch.py."""
 import pytest
 import yaml
 
-from helpers import ROOT, child_env, mpiexec_path, mpirun
+from helpers import ROOT, assert_one_line, child_env, run
 
 from pfn15 import config as config_module
 from pfn15 import errors
@@ -17,46 +13,7 @@ from pfn15 import errors
 DEMO = 'configs/demo.yaml'
 
 
-def run(*args, env=None, timeout=120):
-    return subprocess.run([sys.executable] + list(args), cwd=ROOT, env=env or child_env(),
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def assert_one_line(r, status, *needles, prog='pfn15'):
-    """Exit `status`, exactly one error line (from rank 0), holding every needle; no traceback."""
-    text = r.stdout + r.stderr
-    assert r.returncode == status, text
-    assert 'Traceback' not in text, text
-    lines = [line for line in r.stderr.splitlines() if line.startswith(prog + ': error:')]
-    assert len(lines) == 1, text
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
-
-
 # ---------------------------------------------------------------- python -m pfn15.train
-
-def test_no_arguments_is_a_one_line_usage_error_printed_once():
-    r = mpirun(2, ['-m', 'pfn15.train'], timeout=120)
-    line = assert_one_line(r, errors.USER_ERROR, 'usage: python -m pfn15.train CONFIG.yaml',
-                           'no config file given', 'overrides are optional')
-    assert 'required' not in line
-
-
-def test_dashed_override_says_how_to_write_it_once():
-    r = mpirun(2, ['-m', 'pfn15.train', DEMO, '--train.epochs=3'], timeout=120)
-    assert_one_line(r, errors.USER_ERROR, '--train.epochs=3', 'without dashes', 'train.epochs=3')
-    r = run('-m', 'pfn15.train', DEMO, '--train.epochs', '3')
-    assert_one_line(r, errors.USER_ERROR, 'train.epochs=3')
-    r = run('-m', 'pfn15.train', DEMO, '--bogus')
-    assert_one_line(r, errors.USER_ERROR, 'unrecognized arguments: --bogus')
-
-
-def test_misspelt_section_suggests_the_key_once(tmp_path):
-    r = mpirun(2, ['-m', 'pfn15.train', DEMO, 'trian.epochs=3', 'out=%s' % tmp_path],
-               timeout=120)
-    assert_one_line(r, errors.USER_ERROR, 'trian: unknown key', 'did you mean train.epochs?')
-
 
 @pytest.mark.parametrize('override,suggestion', [
     ('trian.epochs=3', 'train.epochs'),        # the section misspelt
@@ -69,14 +26,6 @@ def test_did_you_mean_at_every_level(override, suggestion):
         config_module.load(DEMO, [override], check_paths=False)
     assert 'did you mean %s?' % suggestion in str(e.value)
     assert e.value.status == errors.USER_ERROR
-
-
-def test_out_an_existing_file_is_named_clearly(tmp_path):
-    existing = tmp_path / 'results.txt'
-    existing.write_text('not a directory')
-    r = run('-m', 'pfn15.train', DEMO, 'out=%s' % existing)
-    assert_one_line(r, errors.USER_ERROR, 'out: %s is a file, not a directory' % existing)
-    assert existing.read_text() == 'not a directory'
 
 
 def test_help_lists_exit_codes_and_where_the_keys_are():
@@ -105,38 +54,6 @@ def test_show_config_prints_the_resolved_config(tmp_path):
 
 
 # ---------------------------------------------------------------- signals from the first instant
-
-@pytest.mark.parametrize('sig,delay', [(signal.SIGINT, 0.1), (signal.SIGINT, 0.5),
-                                       (signal.SIGINT, 1.0), (signal.SIGTERM, 0.1),
-                                       (signal.SIGTERM, 1.0)])
-def test_a_signal_at_any_instant_of_start_up_ends_cleanly(sig, delay, tmp_path):
-    """Ctrl-C / SIGTERM to mpiexec 0.1-1 s after launch: the ranks are starting Python,
-    importing NumPy/Chainer or initializing MPI. Every case: exit 0, one line."""
-    cmd = [mpiexec_path(), '-n', '2', sys.executable, '-m', 'pfn15.train', DEMO,
-           'out=%s' % tmp_path, 'train.progress_bar=false']
-    p = subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, start_new_session=True)
-    time.sleep(delay)
-    p.send_signal(sig)
-    try:
-        out, err = p.communicate(timeout=90)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        out, err = p.communicate()
-        pytest.fail('hung after %s at %.1f s:\n%s\n%s' % (sig.name, delay, out, err))
-    text = out + err
-    if p.returncode != 0 and ('Fatal Python error: init_' in text or 'TERMINATED WITH THE EXIT '
-                              'STRING: %s' % {signal.SIGINT: 'Interrupt',
-                                              signal.SIGTERM: 'Terminated'}[sig] in text):
-        text = ('the signal came while a rank\'s interpreter was still starting, before any '
-                'line of pfn15 could run (a loaded machine?):\n' + text)
-    assert p.returncode == 0, text
-    assert out.count('pfn15: preempted before training started (%s' % sig.name) == 1, text
-    for bad in ('Traceback', 'BAD TERMINATION', 'Segmentation', 'KeyboardInterrupt'):
-        assert bad not in text, text
-    assert not os.path.exists(os.path.join(str(tmp_path), 'checkpoints')) or \
-        not os.listdir(os.path.join(str(tmp_path), 'checkpoints'))
-
 
 def test_signal_handlers_come_before_any_heavy_import():
     """What python -m pfn15.train has loaded when its handlers are in place: no NumPy,
@@ -212,12 +129,6 @@ def test_tool_error_on_a_path_given_is_one_line(tmp_path):
     blocker.write_text('')
     r = run('-m', 'pfn15.plan', '--preset', 'pfn', '--json', str(blocker / 'x.json'))
     assert_one_line(r, errors.USER_ERROR, str(blocker), prog='pfn15.plan')
-
-
-def test_tool_error_under_mpiexec_is_printed_once():
-    r = mpirun(2, ['-m', 'pfn15.bench', 'allreduce', '--repeat', 'many'], timeout=120)
-    assert_one_line(r, errors.USER_ERROR, "--repeat: invalid int value: 'many'",
-                    prog='pfn15.bench')
 
 
 def test_tool_help_lists_exit_codes():

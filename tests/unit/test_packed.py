@@ -1,47 +1,30 @@
-"""The packed format (pfn15.data.packed): pack, verify, resume, read by offset,
-and a packed run equal to the folder run. Real JPEG files, real processes."""
+"""The packed format (pfn15.data.packed): pack, verify, resume, read by offset. Real
+JPEG files, real processes. Training on a pack under mpiexec (a packed run equal to
+the folder run): tests/mpi/test_packed_runs.py."""
 import json
 import os
 import shutil
-import subprocess
-import sys
 import zlib
 
 import numpy
 import pytest
 from PIL import Image
 
-from helpers import ROOT, child_env, read_summary, train
+from helpers import PACK_SHARD_MB, ROOT, data_cli, pack_source, write_pack
 
 from pfn15 import data
 from pfn15.config import DataConfig
-from pfn15.data import DataError, health, imagenet, packed, synthetic, transforms
-
-SHARD_MB = 0.02     # ~20 KB shards: several per split on a tiny tree
-
-
-def cli(*args):
-    return subprocess.run([sys.executable, '-m', 'pfn15.data'] + list(args), cwd=ROOT,
-                          env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, timeout=300)
+from pfn15.data import DataError, health, imagenet, packed, transforms
 
 
 @pytest.fixture(scope='module')
 def src(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp('src'))
-    synthetic.write_tree(root, 3, 8, 3, 48)
-    return root
+    return pack_source(str(tmp_path_factory.mktemp('src')))
 
 
 @pytest.fixture(scope='module')
 def pack(src, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp('packs') / 'pack')
-    r = cli('pack', src, out, '--shard-mb', str(SHARD_MB), '--workers', '2')
-    assert r.returncode == 0, r.stderr
-    assert 'packed 24 train + 9 val images (3 classes' in r.stdout
-    # Not a terminal: plain progress lines, not a bar of carriage returns.
-    assert '\r' not in r.stdout and 'pack: 33/33 images (100%)' in r.stdout
-    return out
+    return write_pack(src, str(tmp_path_factory.mktemp('packs') / 'pack'))
 
 
 @pytest.fixture
@@ -90,7 +73,7 @@ def test_a_packed_sample_decodes_exactly_as_its_file(src, pack):
 
 
 def test_verify_finds_a_flipped_byte_a_truncated_and_a_missing_shard(copy):
-    r = cli('verify', copy, '--decode')
+    r = data_cli('verify', copy, '--decode')
     assert r.returncode == 0 and 'sound: 24 train + 9 val samples' in r.stdout, r.stderr
     shard = os.path.join(copy, 'train-00001.bin')
     with open(shard, 'r+b') as f:
@@ -98,14 +81,14 @@ def test_verify_finds_a_flipped_byte_a_truncated_and_a_missing_shard(copy):
         b = f.read(1)
         f.seek(100)
         f.write(bytes([b[0] ^ 0xFF]))
-    r = cli('verify', copy)
+    r = data_cli('verify', copy)
     assert r.returncode == 2 and 'checksum' in r.stderr and shard in r.stderr, r.stderr
     with open(shard, 'r+b') as f:
         f.truncate(50)
-    r = cli('verify', copy)
+    r = data_cli('verify', copy)
     assert r.returncode == 2 and 'truncated' in r.stderr and shard in r.stderr
     os.remove(shard)
-    r = cli('verify', copy)
+    r = data_cli('verify', copy)
     assert r.returncode == 2 and 'does not exist' in r.stderr and shard in r.stderr
 
 
@@ -147,7 +130,7 @@ def test_pack_resumes_where_it_was_interrupted(src, pack, tmp_path):
     out = str(tmp_path / 'resumed')
     os.makedirs(out)
     cfg = DataConfig(root=src)
-    the_plan, splits, _ = packed.plan(cfg, SHARD_MB)
+    the_plan, splits, _ = packed.plan(cfg, PACK_SHARD_MB)
     with open(os.path.join(out, packed.PLAN), 'w') as f:
         json.dump(the_plan, f)
     assert packed.pack_shard(packed.shard_job(out, the_plan, splits, 'train', 0)) is None
@@ -155,7 +138,7 @@ def test_pack_resumes_where_it_was_interrupted(src, pack, tmp_path):
         f.write(b'half a shard')
     kept = os.stat(os.path.join(out, 'train-00000.bin')).st_mtime_ns
     n = sum(len(r) for r in the_plan['ranges'].values())
-    r = cli('pack', src, out, '--shard-mb', str(SHARD_MB))
+    r = data_cli('pack', src, out, '--shard-mb', str(PACK_SHARD_MB))
     assert r.returncode == 0, r.stderr
     assert 'resuming %s: 1 of %d shards already written' % (out, n) in r.stdout
     assert os.stat(os.path.join(out, 'train-00000.bin')).st_mtime_ns == kept
@@ -163,7 +146,7 @@ def test_pack_resumes_where_it_was_interrupted(src, pack, tmp_path):
         assert open(os.path.join(out, name), 'rb').read() == \
             open(os.path.join(pack, name), 'rb').read() or name == packed.MANIFEST, name
     assert sorted(os.listdir(out)) == sorted(os.listdir(pack))
-    r = cli('pack', src, out, '--shard-mb', str(SHARD_MB))
+    r = data_cli('pack', src, out, '--shard-mb', str(PACK_SHARD_MB))
     assert r.returncode == 0 and 'nothing to do' in r.stdout
 
 
@@ -171,52 +154,21 @@ def test_pack_refuses_a_non_empty_folder_and_a_missing_source(src, tmp_path):
     out = tmp_path / 'busy'
     out.mkdir()
     (out / 'x.txt').write_text('x')
-    r = cli('pack', src, str(out))
+    r = data_cli('pack', src, str(out))
     assert r.returncode == 2 and 'not empty' in r.stderr and len(r.stderr.splitlines()) == 1
-    r = cli('pack', str(tmp_path / 'nope'), str(tmp_path / 'o'))
+    r = data_cli('pack', str(tmp_path / 'nope'), str(tmp_path / 'o'))
     assert r.returncode == 2 and str(tmp_path / 'nope') in r.stderr
 
 
 def test_max_side_reencodes_large_images(src, tmp_path):
     out = str(tmp_path / 'small')
-    r = cli('pack', src, out, '--max-side', '40', '--shard-mb', '1')
+    r = data_cli('pack', src, out, '--max-side', '40', '--shard-mb', '1')
     assert r.returncode == 0, r.stderr
     index = numpy.load(os.path.join(out, 'train.index.npy'), allow_pickle=False)
     assert max(index['height'].max(), index['width'].max()) <= 40
-    assert cli('verify', out, '--decode').returncode == 0
+    assert data_cli('verify', out, '--decode').returncode == 0
     m = json.load(open(os.path.join(out, packed.MANIFEST)))
     assert m['max_side'] == 40
-
-
-def _train_args(root, out):
-    return ('configs/demo.yaml', 'out=' + out, 'data.dataset=imagenet', 'data.root=' + root,
-            'data.crop_size=24', 'data.val_resize=28', 'data.loader_workers=1',
-            'batch.global=16', 'batch.per_worker=8', 'model.width=4', 'train.epochs=1',
-            'schedule.boundaries=[2,3,4]', 'train.progress_bar=false')
-
-
-TIMINGS = ('train_images_per_sec', 'iteration_seconds_median', 'wall_seconds', 'config')
-
-
-def test_a_packed_run_equals_the_folder_run(src, pack, tmp_path):
-    runs = {}
-    for name, root in (('folders', src), ('packed', pack)):
-        out = str(tmp_path / name)
-        r = train(2, *_train_args(root, out), timeout=300)
-        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-        runs[name] = {k: v for k, v in read_summary(out).items() if k not in TIMINGS}
-    assert runs['packed'] == runs['folders']
-    assert runs['folders']['iterations'] == 2 and runs['folders']['val_top1'] is not None
-
-
-def test_training_on_a_truncated_pack_is_one_line_exit_2(copy, tmp_path):
-    shard = os.path.join(copy, 'val-00000.bin')
-    with open(shard, 'r+b') as f:
-        f.truncate(10)
-    r = train(1, *_train_args(copy, str(tmp_path / 'out')), timeout=300)
-    errors = [ln for ln in r.stderr.splitlines() if 'error' in ln]
-    assert r.returncode == 2 and len(errors) == 1, r.stderr[-2000:]
-    assert shard in errors[0] and 'sample 0' in errors[0] and 'Traceback' not in r.stderr
 
 
 def test_config_checks_format_and_label_file(src, pack):

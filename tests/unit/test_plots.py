@@ -1,19 +1,16 @@
 """What a reader sees: the run's loss/accuracy plots and its log lines (no cursor
-codes in a job log), from a real one-epoch demo run under mpiexec."""
-import json
+codes in a job log), drawn and written here. From a real one-epoch demo run
+under mpiexec: tests/mpi/test_plots_run.py."""
 import os
 import subprocess
 import sys
 
 import pytest
 
-from helpers import ROOT, train
+from helpers import ROOT
 
 from pfn15.data.order import BatchPlan
 from pfn15.training import console, plot
-
-
-DEMO = 'configs/demo.yaml'
 
 
 PLAN = BatchPlan(128, 1438)
@@ -72,15 +69,3 @@ def test_a_pipe_is_not_a_terminal_and_a_pty_is():
         text += chunk
     os.waitpid(pid, 0)
     assert text.strip() == b'True'
-
-
-def test_one_epoch_run_plots_lines_and_logs_plain_lines(tmp_path):
-    out = str(tmp_path / 'one')
-    r = train(2, DEMO, 'out=' + out, 'train.epochs=1', timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert '\x1b' not in r.stdout + r.stderr           # a pipe: no cursor codes
-    assert 'pfn15: iteration 12/12 (100%)' in r.stdout  # the progress bar, as a plain line
-    for name in ('loss.png', 'accuracy.png'):
-        assert os.path.getsize(os.path.join(out, name)) > 1000
-    log = json.load(open(os.path.join(out, 'log')))
-    assert len(log) == 1 and log[0]['epoch'] == 1

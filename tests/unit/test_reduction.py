@@ -1,13 +1,10 @@
-"""pfn15.reduction: the canonical tree, its streaming accumulator, and
-the all-reduce that finishes it over real MPI ranks -- the same bits for every
-split of the leaves into contiguous ranges."""
+"""pfn15.reduction: the canonical tree and its streaming accumulator -- the same bits
+for every split of the leaves into contiguous ranges. The all-reduce that finishes
+it over real MPI ranks: tests/mpi/test_reduction_on_ranks.py."""
 import itertools
-import os
 
 import numpy
 import pytest
-
-from helpers import mpirun, mpi_script
 
 from pfn15 import plan, reduction
 from pfn15.data import order
@@ -102,29 +99,6 @@ def test_planner_models_the_canonical_allreduce():
     s = plan.presets()['pfn']
     s.reduction = 'canonical'
     assert plan.plan_one(s, 64)['allreduce_s'] > 0
-
-
-def test_allreduce_on_real_ranks_same_bits_for_any_split(tmp_path):
-    runs = [(1, ''), (2, ''), (3, ''), (4, ''), (4, '1,5,0,6'), (3, '7,0,5')]
-    got = []
-    for ranks, sizes in runs:
-        out = str(tmp_path / ('s%d_%s.npz' % (ranks, sizes.replace(',', '-'))))
-        args = [mpi_script('canonical_sum.py'), '--leaves', '12', '--out', out]
-        r = mpirun(ranks, args + (['--sizes', sizes] if sizes else []), timeout=120)
-        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-        with numpy.load(out) as f:
-            got.append([f[k].tobytes() for k in sorted(f.files)])
-    assert all(g == got[0] for g in got)
-    want = reduction.tree_sum([tuple(x) for x in _script_leaves()])
-    assert [w.tobytes() for w in want] == got[0]
-
-
-def _script_leaves():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('canonical_sum', mpi_script('canonical_sum.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.leaves(12, 1001, numpy.dtype(numpy.float32))
 
 
 def test_planner_calibrates_from_a_canonical_bench_json(tmp_path):

@@ -1,50 +1,17 @@
 """ILSVRC2012 as downloaded: train/<wnid>/ class folders, a flat val/ of
 ILSVRC2012_val_<8 digits>.JPEG and a label file (data.val_labels). Real JPEG
-files written by pfn15.data.synthetic, real label files in each format."""
+files written by pfn15.data.synthetic, real label files in each format.
+Training on such a tree: tests/mpi/test_val_labels_runs.py."""
 import os
 import shutil
 
 import numpy
 import pytest
 
-from helpers import read_summary, train
+from helpers import ilsvrc_tree, write_kaggle
 
 from pfn15.config import DataConfig
-from pfn15.data import DataError, imagenet, synthetic, val_labels
-
-
-def ilsvrc_tree(root, classes=3, train_per_class=4, val_per_class=2, size=40):
-    """A small tree in the ILSVRC2012 layout; returns [(val file name, wnid)] in val order."""
-    synthetic.write_tree(root, classes, train_per_class, val_per_class, size)
-    names = sorted(os.listdir(os.path.join(root, 'train')))
-    # wnid-like folder names (sorted order = label order, as ImageNet's).
-    wnids = ['n%08d' % (1440764 + 997 * c) for c in range(classes)]
-    for name, wnid in zip(names, wnids):
-        os.rename(os.path.join(root, 'train', name), os.path.join(root, 'train', wnid))
-    # Flatten val/: the images interleaved across classes, as the real val/ is.
-    val = os.path.join(root, 'val')
-    files = []
-    for name, wnid in zip(names, wnids):
-        for f in sorted(os.listdir(os.path.join(val, name))):
-            files.append((os.path.join(val, name, f), wnid))
-    rng = numpy.random.RandomState(0)
-    order = rng.permutation(len(files))
-    labels = []
-    for i, k in enumerate(order, 1):
-        path, wnid = files[k]
-        flat = 'ILSVRC2012_val_%08d.JPEG' % i
-        os.rename(path, os.path.join(val, flat))
-        labels.append((flat, wnid))
-    for name in names:
-        os.rmdir(os.path.join(val, name))
-    return labels
-
-
-def write_kaggle(path, labels):
-    with open(path, 'w') as f:
-        f.write('ImageId,PredictionString\n')
-        for flat, wnid in reversed(labels):      # Kaggle's rows are not sorted
-            f.write('%s,%s 10 12 30 33 %s 1 2 20 21 \n' % (flat[:-5], wnid, wnid))
+from pfn15.data import DataError, imagenet, val_labels
 
 
 @pytest.fixture(scope='module')
@@ -188,29 +155,3 @@ def test_the_sorted_wnid_order_is_not_the_devkit_order():
     # whereas sorted, the first of the 1,000 wnids is n01440764 (tench).
     with pytest.raises(DataError):
         val_labels.devkit_wnids('/nonexistent/meta.mat', 'gt.txt')
-
-
-def _train_args(root, out, *extra):
-    return ('configs/demo.yaml', 'out=' + out, 'data.dataset=imagenet', 'data.root=' + root,
-            'data.crop_size=24', 'data.val_resize=28', 'data.loader_workers=0',
-            'batch.global=8', 'batch.per_worker=8', 'model.width=4', 'train.epochs=1',
-            'schedule.boundaries=[2,3,4]', 'train.progress_bar=false') + extra
-
-
-def test_trains_with_val_labels_and_a_wrong_file_is_one_line_exit_2(tree, tmp_path):
-    root, _ = tree
-    out = str(tmp_path / 'out')
-    r = train(1, *_train_args(root, out, 'data.val_labels=LOC_val_solution.csv'), timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    s = read_summary(out)
-    assert s['iterations'] == 2 and 0.0 <= s['val_top1'] <= 1.0 and s['bad_images'] == 0
-
-    wrong = os.path.join(root, 'wrong.txt')
-    with open(wrong, 'w') as f:
-        f.write('ILSVRC2012_val_00000001.JPEG n01440764\n')
-    r = train(1, *_train_args(root, str(tmp_path / 'out2'), 'data.val_labels=' + wrong),
-              timeout=300)
-    errors = [ln for ln in r.stderr.splitlines() if 'error' in ln]
-    assert r.returncode == 2, r.stderr[-3000:]
-    assert len(errors) == 1 and wrong in errors[0], r.stderr[-3000:]
-    assert 'Traceback' not in r.stderr

@@ -1,5 +1,5 @@
 """A new collective check as one class and one CHECKS entry, in a real training
-run (tests/unit/test_checks.py runs this under mpiexec -n 2).
+run (tests/mpi/test_checks_on_ranks.py runs this under mpiexec -n 2).
 
     mpiexec -n 2 python tests/mpi/programs/check_dummy.py STOP_AT configs/demo.yaml out=... [key=value ...]
 

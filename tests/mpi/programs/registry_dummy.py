@@ -1,8 +1,8 @@
 """A new optimizer as one class and one registry entry, end to end (run by
-tests/unit/test_optimizer_registry.py in a fresh process, because entries are
+tests/mpi/test_optimizer_registry_run.py in a fresh process, because entries are
 registered before pfn15.config is imported, as the package's own are).
 
-    python tests/unit/registry_dummy.py OUT_DIR    # prints one JSON report
+    python tests/mpi/programs/registry_dummy.py OUT_DIR    # prints one JSON report
 
 `dummy_sgd`: w <- w - lr x gamma x g, with three state arrays (a running sum
 of g, of g^2, and the last step) so the size estimate must count three, a
@@ -89,7 +89,7 @@ optimizers.register(optimizers.Entry(
 def main(out):
     from pfn15 import config
     from pfn15.training import startup
-    tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tests = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     # The kernel tests (tests/kernels/), the helpers they import (tests/), gpu_check (tools/).
     sys.path[:0] = [os.path.join(tests, 'kernels'), tests,
                     os.path.join(os.path.dirname(tests), 'tools')]
