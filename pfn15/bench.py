@@ -72,9 +72,13 @@ class _TrainerDriver(object):
     order, inside the trainer's reporter scope -- what `trainer.run()` does,
     without its stop condition, so blocks can interleave with the baseline."""
 
+    # The run's console table: the benchmark prints its own (the table would
+    # only print its header, no epoch ever ends here).
+    SILENT = ('PrintReport',)
+
     def __init__(self, trainer):
         self.trainer = trainer
-        order = sorted(trainer._extensions.keys(),
+        order = sorted((n for n in trainer._extensions if n not in self.SILENT),
                        key=lambda n: trainer._extensions[n].priority, reverse=True)
         self.extensions = [trainer._extensions[n] for n in order]
         from chainer.training import trainer as trainer_module
