@@ -187,6 +187,12 @@ def run_step(args):
     from pfn15 import comm as comm_module
     from pfn15 import train as train_module
 
+    from mpi4py import MPI
+    if MPI.COMM_WORLD.size > 1:
+        raise errors.UserError(
+            'step: times one process (%d ranks were started); to compare ranks per node, '
+            'run `mpiexec -n N python -m pfn15.train CONFIG` and read train_images_per_sec in its '
+            'summary.json' % MPI.COMM_WORLD.size)
     device = -1 if args.device == 'cpu' else int(args.device)
     out_dir = tempfile.mkdtemp(prefix='pfn15-bench-step-')
     cfg = _step_config(args, out_dir)

@@ -63,3 +63,16 @@ def test_step_smoke(tmp_path):
     assert 'OpenBLAS' in p.stdout
     # A kernel weaker than the CPU's best is reported with its fix (blas_kernel.problem).
     assert bool(d['blas']['problem']) == ('  problem: ' in p.stdout) == d['blas']['weaker']
+
+
+def test_step_on_several_ranks_is_one_line_exit_2():
+    mpiexec = mpiexec_path()
+    assert mpiexec, 'mpiexec not found next to %s or on PATH' % sys.executable
+    p = subprocess.run(
+        [mpiexec, '-n', '2', sys.executable, '-m', 'pfn15.bench', 'step', '--arch',
+         'resnet_small', '--batch', '8', '--size', '32', '--peer', 'none'],
+        cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stdout + p.stderr
+    lines = [l for l in p.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and 'times one process (2 ranks' in lines[0], p.stderr
+    assert 'Traceback' not in p.stdout + p.stderr
