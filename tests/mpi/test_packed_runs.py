@@ -2,28 +2,9 @@
 equals the folder run, and a truncated shard is one line, exit 2. Packing and
 reading the format: tests/unit/test_packed.py."""
 import os
-import shutil
 
-import pytest
-
-from helpers import pack_source, read_summary, train, write_pack
-
-
-@pytest.fixture(scope='module')
-def src(tmp_path_factory):
-    return pack_source(str(tmp_path_factory.mktemp('src')))
-
-
-@pytest.fixture(scope='module')
-def pack(src, tmp_path_factory):
-    return write_pack(src, str(tmp_path_factory.mktemp('packs') / 'pack'))
-
-
-@pytest.fixture
-def copy(pack, tmp_path):
-    out = str(tmp_path / 'pack')
-    shutil.copytree(pack, out)
-    return out
+from data_trees import copy, pack, src  # noqa: F401  (fixtures)
+from helpers import read_summary, train
 
 
 def _train_args(root, out):

@@ -2,26 +2,9 @@
 data.val_labels) under mpiexec: a right label file trains, a wrong one is one
 line, exit 2. The layout and the label files: tests/unit/test_val_labels.py."""
 import os
-import shutil
 
-import pytest
-
-from helpers import ilsvrc_tree, read_summary, train, write_kaggle
-
-
-@pytest.fixture(scope='module')
-def clean(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp('ilsvrc'))
-    labels = ilsvrc_tree(root)
-    write_kaggle(os.path.join(root, 'LOC_val_solution.csv'), labels)
-    return root, labels
-
-
-@pytest.fixture
-def tree(clean, tmp_path):
-    root = str(tmp_path / 'data')
-    shutil.copytree(clean[0], root)
-    return root, clean[1]
+from data_trees import clean, tree  # noqa: F401  (fixtures)
+from helpers import read_summary, train
 
 
 def _train_args(root, out, *extra):

@@ -30,7 +30,6 @@ from pfn15.config import DataConfig  # noqa: E402
 from pfn15.data import dali as pdali  # noqa: E402
 from pfn15.data import health, synthetic, transforms  # noqa: E402
 
-TIMINGS = ('train_images_per_sec', 'iteration_seconds_median', 'wall_seconds', 'config')
 
 
 @pytest.fixture(scope='module')

@@ -3,35 +3,18 @@ JPEG files, real processes. Training on a pack under mpiexec (a packed run equal
 the folder run): tests/mpi/test_packed_runs.py."""
 import json
 import os
-import shutil
 import zlib
 
 import numpy
 import pytest
 from PIL import Image
 
-from helpers import PACK_SHARD_MB, ROOT, data_cli, pack_source, write_pack
+from data_trees import copy, pack, src  # noqa: F401  (fixtures)
+from helpers import PACK_SHARD_MB, ROOT, data_cli
 
 from pfn15 import data
 from pfn15.config import DataConfig
 from pfn15.data import DataError, health, imagenet, packed, transforms
-
-
-@pytest.fixture(scope='module')
-def src(tmp_path_factory):
-    return pack_source(str(tmp_path_factory.mktemp('src')))
-
-
-@pytest.fixture(scope='module')
-def pack(src, tmp_path_factory):
-    return write_pack(src, str(tmp_path_factory.mktemp('packs') / 'pack'))
-
-
-@pytest.fixture
-def copy(pack, tmp_path):
-    out = str(tmp_path / 'pack')
-    shutil.copytree(pack, out)
-    return out
 
 
 def test_the_pack_holds_the_listing_bytes_labels_and_sizes(src, pack):

@@ -3,30 +3,14 @@ ILSVRC2012_val_<8 digits>.JPEG and a label file (data.val_labels). Real JPEG
 files written by pfn15.data.synthetic, real label files in each format.
 Training on such a tree: tests/mpi/test_val_labels_runs.py."""
 import os
-import shutil
 
 import numpy
 import pytest
 
-from helpers import ilsvrc_tree, write_kaggle
+from data_trees import clean, tree  # noqa: F401  (fixtures)
 
 from pfn15.config import DataConfig
 from pfn15.data import DataError, imagenet, val_labels
-
-
-@pytest.fixture(scope='module')
-def clean(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp('ilsvrc'))
-    labels = ilsvrc_tree(root)
-    write_kaggle(os.path.join(root, 'LOC_val_solution.csv'), labels)
-    return root, labels
-
-
-@pytest.fixture
-def tree(clean, tmp_path):
-    root = str(tmp_path / 'data')
-    shutil.copytree(clean[0], root)
-    return root, clean[1]
 
 
 def load(root, labels_file, **kw):
