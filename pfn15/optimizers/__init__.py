@@ -99,11 +99,11 @@ def is_bn_or_bias(name):
 def add_weight_decay(opt, opt_cfg, model):
     """Weight decay as a per-parameter hook, so it composes with every rule and
     can leave BN and bias parameters out (optimizer.decay_bn_and_bias)."""
-    from chainer import optimizer_hooks
+    from pfn15.optimizers.weight_decay import WeightDecay
     if opt_cfg.weight_decay > 0:
         for name, param in model.namedparams():
             if opt_cfg.decay_bn_and_bias or not is_bn_or_bias(name):
-                param.update_rule.add_hook(optimizer_hooks.WeightDecay(opt_cfg.weight_decay))
+                param.update_rule.add_hook(WeightDecay(opt_cfg.weight_decay))
 
 
 # ---------------------------------------------------------------- the entries

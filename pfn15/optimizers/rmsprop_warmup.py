@@ -24,7 +24,7 @@ import chainer
 from chainer import optimizer
 
 from pfn15.functions import _parallel
-from pfn15.optimizers import kernels
+from pfn15.optimizers import kernels, weight_decay
 
 # The GPU update: one fused pass over the parameter (reads grad, param, m, v
 # once). This text is also compiled for the host and checked against
@@ -89,6 +89,7 @@ class RMSpropWarmupRule(optimizer.UpdateRule):
     the momentum part).
     """
     is_elementwise = True
+    fuses_weight_decay = True   # on the pieces of _update_pieces (weight_decay.py)
 
     def __init__(self, parent_hyperparam=None, lr=None, alpha_sgd=None,
                  lr_rmsprop=None, mu1=None, mu2=None, eps=None):
@@ -111,26 +112,32 @@ class RMSpropWarmupRule(optimizer.UpdateRule):
         if grad is None:
             return
         m, v, w = self.state['m'], self.state['v'], param.data
+        rate = weight_decay.deferred_rate(self, param)
         acc = kernels.compute_dtype(w.dtype)
         if acc == w.dtype:
-            self._update_numpy(grad, w, m, v)
+            self._update_numpy(grad, w, m, v, rate)
             return
+        if rate:   # the hook's own operation, in the parameter's dtype
+            grad += rate * w
         # float16 storage, float32 arithmetic: what the GPU kernel does.
         w_acc, m_acc, v_acc = w.astype(acc), m.astype(acc), v.astype(acc)
         self._update_numpy(grad.astype(acc), w_acc, m_acc, v_acc)
         m[...], v[...], w[...] = m_acc, v_acc, w_acc
 
-    def _update_numpy(self, grad, w, m, v):
+    def _update_numpy(self, grad, w, m, v, rate=None):
         """The update rule in NumPy, in place on w, m, v (all of one dtype).
 
         A large parameter is updated in cache-sized pieces on the rank's threads
         (pfn15/functions/_parallel.elementwise): its dozen passes then read and
         write memory once instead of a dozen times. The same bits.
         """
-        _parallel.elementwise(self._update_pieces, grad, w, m, v)
+        _parallel.elementwise(lambda g, w_, m_, v_: self._update_pieces(g, w_, m_, v_, rate),
+                              grad, w, m, v)
 
-    def _update_pieces(self, grad, w, m, v):
+    def _update_pieces(self, grad, w, m, v, rate=None):
         hp = self.hyperparam
+        if rate:   # the weight decay hook's g += rate * w, deferred to here
+            grad += rate * w
         m *= hp.mu2
         m += (1 - hp.mu2) * grad * grad
         v *= hp.mu1

@@ -18,6 +18,7 @@ from chainer import training
 
 from pfn15 import bn
 from pfn15 import reduction
+from pfn15.functions import _parallel
 from pfn15.training import progress as progress_module
 
 
@@ -205,9 +206,15 @@ class _Layout(object):
     def unpack(self, total, groups, model, bn_links):
         """Gradients and BN statistics: the sums / groups, in place; returns the
         observations' means (the sums / groups, as floats)."""
-        views = [total[b][s:e] / groups for b, s, e in self.where]
+        for buf in total:   # in place, on the rank's threads: total is this update's own
+            _divide_in_place(buf, groups)
+        views = [total[b][s:e] for b, s, e in self.where]
         for param, v in zip(self.params, views):
-            param.grad[...] = v.reshape(param.grad.shape)
+            v = v.reshape(param.grad.shape)
+            if v.dtype == param.grad.dtype:
+                param.grad = v   # a view of the sum: no copy
+            else:
+                param.grad[...] = v
         stats = [a for link in bn_links for a in (link.avg_mean, link.avg_var)]
         for a, v in zip(stats, views[len(self.params):]):
             a[...] = v.reshape(a.shape)
@@ -215,6 +222,14 @@ class _Layout(object):
             setattr(link, bn.CANONICAL, True)   # already the mean over all groups
         metrics = views[-1] if self.keys else []
         return dict(zip(self.keys, [float(x) for x in metrics]))
+
+
+def _divide_in_place(buf, groups):
+    """buf /= groups: the same bits as buf / groups (one true_divide per element)."""
+    if isinstance(buf, numpy.ndarray):
+        _parallel.elementwise(lambda piece: numpy.true_divide(piece, groups, out=piece), buf)
+    else:
+        buf /= groups
 
 
 def _pack(model, bn_links, observation, grad_dtype=None):

@@ -1,0 +1,96 @@
+"""pfn15's CPU optimizer rules apply the weight decay on their own pieces
+(pfn15/optimizers/weight_decay.py): the same bits as Chainer's MomentumSGD
+with Chainer's WeightDecay hook, for large parameters (split over threads and
+pieces) and small ones, and the hook still runs itself where fusing would
+change the order."""
+import numpy
+import pytest
+
+import chainer
+from chainer import optimizer_hooks
+
+from pfn15.functions import _parallel
+from pfn15.optimizers import momentum_sgd, rmsprop_warmup, weight_decay
+
+# One parameter above _parallel.MIN_BYTES (pieces, threads), one below, odd sizes.
+SHAPES = [(_parallel.MIN_BYTES // 4 + 1237,), (3, 5, 7)]
+
+
+class Model(chainer.Link):
+    def __init__(self, seed):
+        super().__init__()
+        rng = numpy.random.default_rng(seed)
+        with self.init_scope():
+            for i, shape in enumerate(SHAPES):
+                setattr(self, 'p%d' % i, chainer.Parameter(
+                    rng.standard_normal(shape).astype(numpy.float32)))
+
+
+def _run(make_opt, hook_cls, steps=4, extra_hook=None):
+    model = Model(0)
+    opt = make_opt()
+    opt.setup(model)
+    for p in model.params():
+        p.update_rule.add_hook(hook_cls(5e-3))
+        if extra_hook is not None:
+            p.update_rule.add_hook(extra_hook, name='after_decay')
+    rng = numpy.random.default_rng(1)
+    for _ in range(steps):
+        for p in model.params():
+            p.grad = rng.standard_normal(p.shape).astype(numpy.float32)
+        opt.update()
+    return [p.array.copy() for p in model.params()]
+
+
+def _same_bits(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        assert numpy.array_equal(x.view(numpy.uint32), y.view(numpy.uint32))
+
+
+def test_momentum_sgd_same_bits_as_chainer():
+    ours = _run(lambda: momentum_sgd.MomentumSGD(lr=0.1, momentum=0.9), weight_decay.WeightDecay)
+    chainers = _run(lambda: chainer.optimizers.MomentumSGD(lr=0.1, momentum=0.9),
+                    optimizer_hooks.WeightDecay)
+    _same_bits(ours, chainers)
+    # and the decay did something: without it the weights differ
+    plain = _run(lambda: chainer.optimizers.MomentumSGD(lr=0.1, momentum=0.9),
+                 lambda rate: optimizer_hooks.WeightDecay(0.0))
+    assert not numpy.array_equal(ours[0], plain[0])
+
+
+@pytest.mark.parametrize('alpha_sgd', [0.0, 0.5, 1.0])
+def test_rmsprop_warmup_same_bits_as_with_chainers_hook(alpha_sgd):
+    def make():
+        return rmsprop_warmup.RMSpropWarmup(lr=0.1, alpha_sgd=alpha_sgd)
+    _same_bits(_run(make, weight_decay.WeightDecay), _run(make, optimizer_hooks.WeightDecay))
+
+
+def test_a_hook_after_the_decay_sees_the_decayed_gradient():
+    seen = []
+
+    def record(rule, param):   # a per-parameter hook registered after the decay
+        seen.append(float(param.grad.reshape(-1)[0]))
+    record.timing = 'pre'
+    ours = _run(lambda: momentum_sgd.MomentumSGD(lr=0.1, momentum=0.9), weight_decay.WeightDecay,
+                steps=1, extra_hook=record)
+    seen_ours, seen[:] = list(seen), []
+    chainers = _run(lambda: chainer.optimizers.MomentumSGD(lr=0.1, momentum=0.9),
+                    optimizer_hooks.WeightDecay, steps=1, extra_hook=record)
+    assert seen_ours == seen
+    _same_bits(ours, chainers)
+
+
+def test_deferred_only_for_rules_that_fuse():
+    model = Model(0)
+    opt = chainer.optimizers.MomentumSGD(lr=0.1)   # Chainer's rule: the hook runs itself
+    opt.setup(model)
+    p = model.p1
+    p.update_rule.add_hook(weight_decay.WeightDecay(1e-2))
+    assert weight_decay.deferred_rate(p.update_rule, p) is None
+    model2 = Model(0)
+    opt2 = momentum_sgd.MomentumSGD(lr=0.1)
+    opt2.setup(model2)
+    model2.p1.update_rule.add_hook(weight_decay.WeightDecay(1e-2))
+    assert weight_decay.deferred_rate(model2.p1.update_rule, model2.p1) == 1e-2
