@@ -82,13 +82,14 @@ def threads_from_environment():
     return None
 
 
-def set_threads(requested, ranks_on_node, split_products=False):
+def set_threads(requested, ranks_on_node, split_products=False, loader_processes=0):
     """Limit this process's BLAS/OpenMP pools; returns the thread count in force.
 
     requested > 0: that many. 0 (auto): the environment's setting if any, else
     the node's cores shared out over its ranks (at least one each).
     split_products: pfn15's CPU functions split the products over these
     threads themselves, so BLAS gets one (see the module docstring).
+    loader_processes: data loader processes per rank (they need cores too).
     """
     global _threads, _split
     from pfn15 import blas_kernel
@@ -96,7 +97,8 @@ def set_threads(requested, ranks_on_node, split_products=False):
     n = requested or threads_from_environment() or \
         max(1, (os.cpu_count() or 1) // max(1, ranks_on_node))
     from pfn15.functions.onednn import _lib as onednn_lib
-    onednn_lib.set_threads(n)   # oneDNN's OpenMP team: the same share
+    wanted = max(1, ranks_on_node) * (n + max(0, loader_processes))
+    onednn_lib.set_threads(n, fits_node=wanted <= node_cores())   # oneDNN's team: same share
     try:
         from threadpoolctl import threadpool_limits   # ships with scikit-learn
     except ImportError:
@@ -107,6 +109,14 @@ def set_threads(requested, ranks_on_node, split_products=False):
         threadpool_limits(limits=1, user_api='blas')
     _threads = n
     return n
+
+
+def node_cores():
+    """The cores this process may run on (its affinity mask; else the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def products_split():

@@ -140,7 +140,9 @@ def build(cfg, comm, progress=None):
         if notice and comm.rank == 0:
             print('pfn15: %s' % notice, flush=True)
         cpu.set_threads(cfg.train.cpu_threads, comm.intra_size,
-                        split_products=functions in ('pfn15', 'onednn'))
+                        split_products=functions in ('pfn15', 'onednn'),
+                        loader_processes=cfg.data.loader_workers if cfg.data.decodes_files
+                        else 0)
         if cfg.train.keep_freed_memory:
             cpu.keep_freed_memory()   # before the model and data allocate
     gpu_mixed16 = cfg.train.dtype == 'mixed16' and device >= 0

@@ -388,3 +388,41 @@ def test_onednn_gets_the_ranks_threads():
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                          check=True, env=env)
     assert json.loads(out.stdout.splitlines()[-1]) == 1
+
+
+@pytest.mark.parametrize('ranks_on_node,threads,loaders', [(1, 1, 0), (2, 1, 0), (4, 2, 0),
+                                                           (1, 1, 64)])
+def test_openmp_sleeps_at_once_only_where_the_node_is_oversubscribed(ranks_on_node, threads,
+                                                                     loaders):
+    # OMP_WAIT_POLICY is read when libgomp loads: set_threads first, then the library.
+    import json
+    import os
+    import subprocess
+    import sys
+    from pfn15 import cpu
+    code = (
+        "import json, os, sys, pfn15\n"
+        "from pfn15 import cpu\n"
+        "from pfn15.functions import onednn\n"
+        "cpu.set_threads(%d, %d, loader_processes=%d)\n"
+        "onednn.load()\n"
+        "print(json.dumps(os.environ.get('OMP_WAIT_POLICY')))\n"
+        % (threads, ranks_on_node, loaders))
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_WAIT_POLICY'}
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         check=True, env=env)
+    fits = ranks_on_node * (threads + loaders) <= cpu.node_cores()
+    assert json.loads(out.stdout.splitlines()[-1]) == (None if fits else 'PASSIVE')
+
+
+def test_openmp_wait_policy_of_the_user_wins():
+    import json
+    import os
+    import subprocess
+    import sys
+    code = ("import json, os, pfn15\nfrom pfn15 import cpu\n"
+            "from pfn15.functions import onednn\ncpu.set_threads(1, 64)\nonednn.load()\n"
+            "print(json.dumps(os.environ.get('OMP_WAIT_POLICY')))\n")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         check=True, env=dict(os.environ, OMP_WAIT_POLICY='ACTIVE'))
+    assert json.loads(out.stdout.splitlines()[-1]) == 'ACTIVE'

@@ -84,10 +84,13 @@ def load():
     with _lock:
         if _lib is not None or _load_error is not None:
             return _lib
-        # GNU OpenMP's threads spin after each parallel region unless told otherwise
-        # (read once, when libgomp loads); on a shared or oversubscribed node a
-        # spinning team holds cores another rank or process needs.
-        os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+        # GNU OpenMP's threads spin a while after each parallel region (read once,
+        # when libgomp loads). Where the node's ranks and loader processes want more
+        # cores than it has, a spinning team holds cores they need: sleep at once.
+        # Where they fit, libgomp's default (spin, then sleep) starts the next
+        # primitive sooner. Unknown (set_threads not called yet): sleep.
+        if not _cores_to_spare:
+            os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
         errors = []
         for path in _candidates():
             if os.path.isabs(path) and not os.path.exists(path):
@@ -352,13 +355,16 @@ def engine():
 # Threads: this build runs on GNU OpenMP; oneDNN uses as many threads as the
 # OpenMP runtime's default team of the calling thread.
 _threads = None
+_cores_to_spare = False
 
 
-def set_threads(n):
+def set_threads(n, fits_node=False):
     """Give oneDNN n threads (the rank's share, pfn15/cpu.py); applied now if the
-    library is loaded, else when it loads."""
-    global _threads
+    library is loaded, else when it loads. fits_node: the node's ranks x threads
+    and loader processes fit its cores (the wait policy at load; see load())."""
+    global _threads, _cores_to_spare
     _threads = int(n)
+    _cores_to_spare = bool(fits_node)
     if _lib is not None:
         _apply_threads()
 
