@@ -1,6 +1,8 @@
-"""python -m pfn15.bench {step,data,allreduce}: measured against a baseline in the same run.
+"""python -m pfn15.bench {step,ranks,data,allreduce}: measured against a baseline in the same run.
 
     python -m pfn15.bench step --arch resnet50 --batch 32 --size 224 --device cpu --json step.json
+    mpiexec -n 2 python -m pfn15.bench step --arch resnet50 --batch 16 --peer none
+    python -m pfn15.bench ranks --ranks 2 --arch resnet50 --batch 16
     python -m pfn15.bench data --root /data/imagenet --workers 4
     mpiexec -n 2 python -m pfn15.bench allreduce --bytes 4096,1048576,16777216 --json ar.json
 
@@ -12,6 +14,12 @@ step       images/s of (a) a bare Chainer forward/backward/MomentumSGD loop on o
            On a GPU (or with --peer torch) also a PyTorch ResNet-50 peer
            (channels-last, AMP when (b) runs mixed16) and the ratio (b)/peer; on
            CPU the peer's blocks join the rotation (a, b, peer, a, b, peer, ...).
+           Under mpiexec -n N: (b) alone on every rank at --batch each (global batch
+           --batch x N, gradients all-reduced by ChainerMN), the ranks starting each
+           block together; images/s of the whole job and per rank, on rank 0.
+ranks      `step` on 1 rank x N threads at batch --batch x N, then on N ranks x 1
+           thread at --batch each: the same global batch, the two ways to spend N
+           cores; both images/s and the ratio (N ranks / 1 rank).
 data       decoded + augmented images/s of pfn15's train transform vs a plain PIL
            decode (pfn15.data.bench).
 allreduce  ChainerMN's gradient all-reduce (comm.multi_node_mean_grad, the call the
@@ -26,7 +34,9 @@ allreduce  ChainerMN's gradient all-reduce (comm.multi_node_mean_grad, the call 
 import json
 import os
 import resource
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -189,10 +199,7 @@ def run_step(args):
 
     from mpi4py import MPI
     if MPI.COMM_WORLD.size > 1:
-        raise errors.UserError(
-            'step: times one process (%d ranks were started); to compare ranks per node, '
-            'run `mpiexec -n N python -m pfn15.train CONFIG` and read train_images_per_sec in its '
-            'summary.json' % MPI.COMM_WORLD.size)
+        return _run_step_ranks(args, MPI.COMM_WORLD)
     device = -1 if args.device == 'cpu' else int(args.device)
     out_dir = tempfile.mkdtemp(prefix='pfn15-bench-step-')
     cfg = _step_config(args, out_dir)
@@ -273,6 +280,9 @@ def run_step(args):
         if result['torch_img_per_s']:
             result['ratio_vs_torch'] = result['pfn15_img_per_s'] / result['torch_img_per_s']
     result['step_s'] = args.batch / result['pfn15_img_per_s']
+    # One process is the whole job: the keys `bench ranks` reads off either kind of run.
+    result.update(ranks=1, job_img_per_s=result['pfn15_img_per_s'],
+                  per_rank_img_per_s=result['pfn15_img_per_s'])
     if device >= 0:
         import cupy
         pool = cupy.get_default_memory_pool()
@@ -282,6 +292,87 @@ def run_step(args):
         result['peak_memory_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
         result['peak_memory_what'] = 'max resident set size of the process (both loops)'
     return result
+
+
+def _run_step_ranks(args, world):
+    """(b) alone on the MPI ranks `world` holds, each at --batch (the global batch is
+    --batch x ranks, the gradients all-reduced by the real ChainerMN communicator).
+    (a) and the PyTorch peer are one-process baselines and do not run here.
+    Returns the figures on rank 0, None on the others."""
+    import chainer
+    from mpi4py import MPI
+    from pfn15 import cpu
+    from pfn15 import comm as comm_module
+    from pfn15 import train as train_module
+
+    ranks = world.size
+    if args.peer == 'torch':
+        raise errors.UserError(
+            'step: --peer torch times one process against one process; run it without '
+            'mpiexec (%d ranks were started)' % ranks)
+    # One out dir for the job, as `mpiexec ... pfn15.train` has: rank 0 makes it.
+    out_dir = world.bcast(tempfile.mkdtemp(prefix='pfn15-bench-step-')
+                          if world.rank == 0 else None, root=0)
+    cfg = _step_config(args, out_dir, workers=ranks)
+    comm = comm_module.create(cfg)
+    device = -1 if args.device == 'cpu' else comm.intra_rank   # one rank per GPU, as train
+    if device >= 0:
+        chainer.cuda.get_device_from_id(device).use()
+    trainer = train_module.build_trainer(cfg, comm)
+    driver = _TrainerDriver(trainer)
+    model = trainer.updater.get_optimizer('main').target
+
+    for _ in range(max(1, args.warmup)):
+        driver.step()
+    _sync(device)
+    block_s = []
+    for _ in range(args.blocks):
+        comm.mpi_comm.Barrier()   # every rank times the same interval
+        t0 = time.perf_counter()
+        for _ in range(args.iters):
+            driver.step()
+        _sync(device)
+        # The job's block ends when its slowest rank's does.
+        block_s.append(comm.mpi_comm.allreduce(time.perf_counter() - t0, op=MPI.MAX))
+    driver.finalize()
+    if comm.rank != 0:
+        return None
+
+    job_rates = [ranks * args.batch * args.iters / s for s in block_s]
+    job = statistics.median(job_rates)
+    result = {
+        'kind': 'step', 'arch': args.arch, 'batch': args.batch, 'size': args.size,
+        'device': args.device, 'iters': args.iters, 'blocks': args.blocks,
+        'optimizer': args.optimizer, 'ranks': ranks, 'global_batch': args.batch * ranks,
+        'job_img_per_s': job, 'per_rank_img_per_s': job / ranks,
+        'pfn15_img_per_s': job / ranks,   # one process's rate, as in a one-rank run
+        'job_blocks_img_per_s': job_rates, 'block_s': block_s,
+        'param_count': int(sum(p.size for p in model.params())),
+        'param_arrays': int(sum(1 for _ in model.params())),
+        'cpu_count': os.cpu_count(), 'threads_per_worker': cpu.threads_in_force(),
+        'products_split': bool(cpu.products_split()),
+        'keep_freed_memory': bool(cpu.applied()),
+        'cpu_functions': _cpu_functions(cfg) if device < 0 else 'chainer (GPU)',
+        'peak_memory_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        'peak_memory_what': 'max resident set size of rank 0',
+    }
+    result['step_s'] = args.batch / result['per_rank_img_per_s']
+    return result
+
+
+def print_step_ranks(r):
+    print('bench step: %s, batch %d per rank x %d ranks, %dx%d, device %s, '
+          '%d blocks x %d iterations (medians)'
+          % (r['arch'], r['batch'], r['ranks'], r['size'], r['size'], r['device'],
+             r['blocks'], r['iters']))
+    print('  %-44s %10s' % ('', 'images/s'))
+    print('  %-44s %10.2f' % ('(b) full pfn15 iteration, whole job', r['job_img_per_s']))
+    print('  %-44s %10.2f' % ('(b) per rank', r['per_rank_img_per_s']))
+    print('  %d ranks x %d thread(s) each (%s); CPU functions: %s'
+          % (r['ranks'], r['threads_per_worker'],
+             'products split by pfn15' if r['products_split'] else "products on BLAS's threads",
+             r['cpu_functions']))
+    print('  (a) and the PyTorch peer time one process: run without mpiexec for them')
 
 
 def _cpu_functions(cfg):
@@ -318,6 +409,88 @@ def print_step(r):
         from pfn15 import bench_torch
         print('  ', end='')
         bench_torch.print_peer(r['torch_peer'], ours=r['pfn15_img_per_s'])
+
+
+# ------------------------------------------------------------------ ranks
+
+def _mpiexec():
+    """The mpiexec next to this Python (the mpich wheel's), else the one on PATH."""
+    here = os.path.join(os.path.dirname(sys.executable), 'mpiexec')
+    return here if os.path.exists(here) else (shutil.which('mpiexec') or 'mpiexec')
+
+
+def _step_child(args, launcher, batch, threads, json_path):
+    """The command line and environment of one `bench step` run of `bench ranks`."""
+    cmd = launcher + [sys.executable, '-m', 'pfn15.bench', 'step',
+                      '--arch', args.arch, '--batch', str(batch), '--size', str(args.size),
+                      '--device', args.device, '--iters', str(args.iters),
+                      '--blocks', str(args.blocks), '--warmup', str(args.warmup),
+                      '--optimizer', args.optimizer, '--peer', 'none', '--json', json_path]
+    # The thread count is what is compared, so it has the last word over --set.
+    for kv in list(args.set) + ['train.cpu_threads=%d' % threads]:
+        cmd += ['--set', kv]
+    env = dict(os.environ)
+    from pfn15 import cpu
+    env.update({var: str(threads) for var in cpu.THREAD_VARS})
+    return cmd, env
+
+
+def _run_child(name, cmd, env, json_path):
+    """Run one `bench step`; its JSON, or one line naming the run that failed."""
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if p.returncode != 0 or not os.path.exists(json_path):
+        last = ([l for l in (p.stderr + p.stdout).splitlines() if l.strip()] or ['no output'])[-1]
+        last = last.strip()
+        if last.startswith('pfn15.bench: error: '):   # the child's own one line
+            last = last[len('pfn15.bench: error: '):]
+        raise errors.Error('ranks: the %s run failed (exit %d): %s' % (name, p.returncode, last))
+    with open(json_path) as f:
+        return json.load(f)
+
+
+def run_ranks(args):
+    """`bench step` on 1 rank x N threads, then on N ranks x 1 thread each, at the same
+    global batch (batch x N on the one rank, batch on each of the N): the two ways to
+    spend a node's N cores on the same training run."""
+    n = args.ranks
+    if n < 2:
+        raise errors.UserError('ranks: --ranks must be 2 or more (got %d)' % n)
+    tmp = tempfile.mkdtemp(prefix='pfn15-bench-ranks-')
+    try:
+        one_json, many_json = os.path.join(tmp, 'one.json'), os.path.join(tmp, 'many.json')
+        one = _run_child('1 rank x %d threads' % n,
+                         *_step_child(args, [], args.batch * n, n, one_json), one_json)
+        many = _run_child('%d ranks x 1 thread' % n,
+                          *_step_child(args, [_mpiexec(), '-n', str(n)], args.batch, 1,
+                                       many_json), many_json)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        'kind': 'ranks', 'arch': args.arch, 'size': args.size, 'device': args.device,
+        'ranks': n, 'batch_per_rank': args.batch, 'global_batch': args.batch * n,
+        'iters': args.iters, 'blocks': args.blocks,
+        'one_rank_img_per_s': one['job_img_per_s'],
+        'one_rank_threads': one['threads_per_worker'],
+        'ranks_img_per_s': many['job_img_per_s'],
+        'ranks_threads': many['threads_per_worker'],
+        'ratio': many['job_img_per_s'] / one['job_img_per_s'],
+        'one_rank': one, 'several_ranks': many,
+    }
+
+
+def print_ranks(r):
+    n = r['ranks']
+    print('bench ranks: %s, %dx%d, device %s, global batch %d, %d blocks x %d iterations '
+          '(medians)' % (r['arch'], r['size'], r['size'], r['device'], r['global_batch'],
+                         r['blocks'], r['iters']))
+    print('  %-44s %10s' % ('', 'images/s'))
+    print('  %-44s %10.2f' % ('1 rank x %d threads, batch %d' % (r['one_rank_threads'],
+                                                                 r['global_batch']),
+                              r['one_rank_img_per_s']))
+    print('  %-44s %10.2f' % ('%d ranks x %d thread, batch %d each'
+                              % (n, r['ranks_threads'], r['batch_per_rank']),
+                              r['ranks_img_per_s']))
+    print('  ratio %d ranks x 1 thread / 1 rank x %d threads: %.3f' % (n, n, r['ratio']))
 
 
 # ------------------------------------------------------------------ data
@@ -574,29 +747,41 @@ def print_allreduce(r):
 
 # ------------------------------------------------------------------ CLI
 
-def parse_args(argv):
+def _step_options(p, batch_help=None):
+    """The options `step` and `ranks` share (`ranks` passes them on to its `step` runs)."""
     from pfn15 import optimizers
+    p.add_argument('--arch', default='resnet50', choices=('resnet50', 'resnet_small'))
+    p.add_argument('--batch', type=int, default=32, help=batch_help)
+    p.add_argument('--size', type=int, default=224)
+    p.add_argument('--device', default='cpu', help="'cpu' or a GPU id")
+    p.add_argument('--iters', type=int, default=5, help='iterations per timed block')
+    p.add_argument('--blocks', type=int, default=5, help='timed blocks of each (a, b, a, b...)')
+    p.add_argument('--warmup', type=int, default=2)
+    p.add_argument('--optimizer', default='momentum_sgd',
+                   choices=optimizers.names(),
+                   help="(b)'s optimizer; momentum_sgd matches (a)")
+    p.add_argument('--set', action='append', default=[], metavar='key=value',
+                   help='extra config override for (b) (and the model of (a))')
+
+
+def parse_args(argv):
     p = cli.ArgumentParser(prog='python -m pfn15.bench', description=__doc__.split('\n\n')[0],
                            epilog=cli.epilog(keys=True, tool=True))
     sub = p.add_subparsers(dest='cmd', required=True)
 
     s = sub.add_parser('step', help='bare Chainer loop vs full pfn15 iteration')
-    s.add_argument('--arch', default='resnet50', choices=('resnet50', 'resnet_small'))
-    s.add_argument('--batch', type=int, default=32)
-    s.add_argument('--size', type=int, default=224)
-    s.add_argument('--device', default='cpu', help="'cpu' or a GPU id")
-    s.add_argument('--iters', type=int, default=5, help='iterations per timed block')
-    s.add_argument('--blocks', type=int, default=5, help='timed blocks of each (a, b, a, b...)')
-    s.add_argument('--warmup', type=int, default=2)
-    s.add_argument('--optimizer', default='momentum_sgd',
-                   choices=optimizers.names(),
-                   help="(b)'s optimizer; momentum_sgd matches (a)")
+    _step_options(s)
     s.add_argument('--peer', default='auto', choices=('auto', 'torch', 'none'),
                    help='PyTorch ResNet-50 peer at the same batch (pfn15.bench_torch): '
                         'auto = on a GPU when torch imports; torch = always; none')
-    s.add_argument('--set', action='append', default=[], metavar='key=value',
-                   help='extra config override for (b) (and the model of (a))')
     s.add_argument('--json')
+
+    r = sub.add_parser('ranks', help='N ranks x 1 thread vs 1 rank x N threads, '
+                                     'same global batch')
+    r.add_argument('--ranks', type=int, default=2, help='N: ranks of the one run, threads of the other')
+    _step_options(r, batch_help='batch per rank of the N-rank run; the one rank runs '
+                                'batch x N')
+    r.add_argument('--json')
 
     d = sub.add_parser('data', help='our train transform vs plain PIL decode')
     d.add_argument('--root', help='image tree (train/<class>/*.JPEG); default: synthetic')
@@ -628,7 +813,12 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.cmd == 'step':
         r = run_step(args)
-        print_step(r)
+        if r is None:      # ranks other than 0
+            return 0
+        (print_step_ranks if r['ranks'] > 1 else print_step)(r)
+    elif args.cmd == 'ranks':
+        r = run_ranks(args)
+        print_ranks(r)
     elif args.cmd == 'data':
         try:
             r = run_data(args)

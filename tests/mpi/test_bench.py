@@ -1,18 +1,20 @@
 """pfn15.bench: the all-reduce benchmark under real MPI (mpiexec -n 2) feeding
 pfn15.plan --calibrate, and a smoke test of the step benchmark (one process on
-a ChainerMN communicator, so MPI is initialized too). How the data benchmark's
+a ChainerMN communicator, so MPI is initialized too), the step benchmark on
+two ranks, and `bench ranks` comparing one rank with two. How the data benchmark's
 figures print: tests/unit/test_bench_figures.py.
 
 The step test needs pfn15.train.build_trainer; without it the test fails
 (it does not skip): the benchmark's (b) is the product's own trainer.
 """
 import json
+import statistics
 import subprocess
 import sys
 
 import pytest
 
-from helpers import ROOT, child_env, mpiexec_path
+from helpers import ROOT, assert_one_line, child_env, mpiexec_path, mpirun
 
 
 def test_allreduce_under_mpiexec_and_calibrate(tmp_path):
@@ -65,14 +67,53 @@ def test_step_smoke(tmp_path):
     assert bool(d['blas']['problem']) == ('  problem: ' in p.stdout) == d['blas']['weaker']
 
 
-def test_step_on_several_ranks_is_one_line_exit_2():
+def test_step_on_two_ranks_times_the_whole_job(tmp_path):
     mpiexec = mpiexec_path()
     assert mpiexec, 'mpiexec not found next to %s or on PATH' % sys.executable
+    out = tmp_path / 'step2.json'
     p = subprocess.run(
         [mpiexec, '-n', '2', sys.executable, '-m', 'pfn15.bench', 'step', '--arch',
-         'resnet_small', '--batch', '8', '--size', '32', '--peer', 'none'],
+         'resnet_small', '--size', '16', '--batch', '8', '--iters', '2', '--blocks', '2',
+         '--warmup', '1', '--peer', 'none', '--json', str(out)],
         cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=120)
-    assert p.returncode == 2, p.stdout + p.stderr
-    lines = [l for l in p.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and 'times one process (2 ranks' in lines[0], p.stderr
-    assert 'Traceback' not in p.stdout + p.stderr
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.count('bench step:') == 1, p.stdout   # rank 0 alone prints
+    d = json.loads(out.read_text())
+    assert d['ranks'] == 2 and d['global_batch'] == 16 and d['threads_per_worker'] == 1
+    assert d['job_img_per_s'] > 0
+    assert d['job_img_per_s'] == pytest.approx(2 * d['per_rank_img_per_s'])
+    assert d['job_img_per_s'] == pytest.approx(statistics.median(
+        [2 * 8 * 2 / s for s in d['block_s']]))
+    assert 'bare_img_per_s' not in d and 'torch_peer' not in d   # one-process baselines
+
+
+def test_ranks_compares_one_rank_with_two_at_the_same_global_batch(tmp_path):
+    out = tmp_path / 'ranks.json'
+    p = subprocess.run(
+        [sys.executable, '-m', 'pfn15.bench', 'ranks', '--ranks', '2', '--arch',
+         'resnet_small', '--size', '16', '--batch', '8', '--iters', '2', '--blocks', '2',
+         '--warmup', '1', '--json', str(out)],
+        cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert 'ratio 2 ranks x 1 thread / 1 rank x 2 threads' in p.stdout
+    d = json.loads(out.read_text())
+    assert d['one_rank_img_per_s'] > 0 and d['ranks_img_per_s'] > 0
+    assert d['ratio'] == pytest.approx(d['ranks_img_per_s'] / d['one_rank_img_per_s'])
+    one, many = d['one_rank'], d['several_ranks']
+    assert (one['ranks'], one['batch'], one['threads_per_worker']) == (1, 16, 2)
+    assert (many['ranks'], many['batch'], many['threads_per_worker']) == (2, 8, 1)
+
+
+def test_ranks_names_the_run_that_failed():
+    p = subprocess.run(
+        [sys.executable, '-m', 'pfn15.bench', 'ranks', '--ranks', '2', '--arch',
+         'resnet_small', '--size', '16', '--batch', '8', '--set', 'no.such_key=1'],
+        cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=120)
+    assert_one_line(p, 1, 'ranks: the 1 rank x 2 threads run failed', prog='pfn15.bench')
+
+
+def test_peer_torch_on_several_ranks_is_one_line_exit_2():
+    p = mpirun(2, ['-m', 'pfn15.bench', 'step', '--arch', 'resnet_small', '--batch', '8',
+                   '--size', '16', '--peer', 'torch'], timeout=120)
+    assert_one_line(p, 2, '--peer torch', 'without mpiexec (2 ranks',
+                    prog='pfn15.bench')
