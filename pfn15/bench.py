@@ -68,7 +68,9 @@ def _step_config(args, out_dir, workers=1):
         'batch.per_worker=%d' % args.batch, 'batch.global=%d' % (args.batch * workers),
         'optimizer.name=%s' % args.optimizer,
         'train.device=%s' % ('cpu' if args.device == 'cpu' else 'gpu'),
-        'train.iterations=1000000000',   # never stop: the benchmark drives the loop
+        # The benchmark drives the loop; the run it configures is as long as the
+        # benchmark (its triggers, plots and iterator sized like that training run's).
+        'train.iterations=%d' % (max(1, args.warmup) + args.blocks * args.iters + 2),
         'train.eval_every_epochs=0',     # no evaluation inside the timed iterations
         'train.progress_bar=false',
         'checkpoint.every_iterations=0', 'resume=none', 'out=%s' % out_dir,
@@ -234,6 +236,8 @@ def run_step(args):
         for fn, _rates in loops:
             fn()
     _sync(device)
+    updater = trainer.updater
+    del updater.microbatch_durations[:], updater.update_durations[:]   # the timed blocks'
 
     for _ in range(args.blocks):
         for fn, rates in loops:
@@ -280,6 +284,16 @@ def run_step(args):
         if result['torch_img_per_s']:
             result['ratio_vs_torch'] = result['pfn15_img_per_s'] / result['torch_img_per_s']
     result['step_s'] = args.batch / result['pfn15_img_per_s']
+    if device < 0 and updater.microbatch_durations:
+        # The update split for pfn15.plan: per microbatch (data, forward, backward) and
+        # once per update (all-reduce, optimizer, the iteration's extensions), so a
+        # run of k microbatches per update is predicted as k x the first + the second.
+        # (Both as the updater times them, as a training run's iteration_seconds_median:
+        # the extensions' own time is not in it.)
+        micro = statistics.median(updater.microbatch_durations)
+        result['microbatch_s'] = micro
+        result['update_overhead_s'] = max(
+            0.0, statistics.median(updater.update_durations) - updater.microbatches * micro)
     # One process is the whole job: the keys `bench ranks` reads off either kind of run.
     result.update(ranks=1, job_img_per_s=result['pfn15_img_per_s'],
                   per_rank_img_per_s=result['pfn15_img_per_s'])

@@ -166,19 +166,21 @@ def fit_alpha_beta(sizes, times, workers):
 
 def iteration_time(global_batch, workers, img_per_s, allreduce_s, batch_per_worker=32,
                    overlap=0.0, data_img_per_s=None, oversubscription=1.0,
-                   backward_fraction=BACKWARD_FRACTION):
+                   backward_fraction=BACKWARD_FRACTION, update_overhead_s=0.0):
     """One synchronous update. Returns a dict of seconds:
 
     images per worker = global_batch / workers, in microbatches of at most
     batch_per_worker; compute = images / min(img_per_s, data_img_per_s) x
-    oversubscription; the all-reduce starts during the backward of the last
-    microbatch, hiding min(overlap x allreduce, backward) of it.
+    oversubscription, plus update_overhead_s (the optimizer's step and the
+    iteration's bookkeeping, once per update) x oversubscription; the
+    all-reduce starts during the backward of the last microbatch, hiding
+    min(overlap x allreduce, backward) of it.
     """
     if not 0.0 <= overlap <= 1.0:
         raise ValueError('overlap must be in [0, 1], got %r' % (overlap,))
     per_worker = float(global_batch) / workers
     rate = img_per_s if data_img_per_s is None else min(img_per_s, data_img_per_s)
-    compute = per_worker / rate * oversubscription
+    compute = (per_worker / rate + update_overhead_s) * oversubscription
     microbatches = int(math.ceil(per_worker / batch_per_worker - 1e-9))
     last_micro = compute / max(1, microbatches) if microbatches else compute
     hidden = min(overlap * allreduce_s, backward_fraction * last_micro)
@@ -194,6 +196,9 @@ class Setup:
     # compute: one worker's training-step throughput (forward+backward+update)
     img_per_s: float = 171.0
     batch_per_worker: int = 32
+    # once per update whatever the microbatches (optimizer, bookkeeping); measured
+    # by bench step on CPU, 0 where img_per_s already includes it
+    update_overhead_s: float = 0.0
     global_batch: int = 32768
     epochs: float = 90.0
     train_images: int = IMAGENET_TRAIN
@@ -254,7 +259,8 @@ def plan_one(s, workers):
                             s.algo, s.gpus_per_node, s.intra_alpha, 1.0 / (s.intra_gbps * GB),
                             calls=s.arrays if s.calls_per_array else 1)
     it = iteration_time(s.global_batch, workers, s.img_per_s, ar, s.batch_per_worker,
-                        s.overlap, s.data_img_per_s(), s.oversubscription(workers))
+                        s.overlap, s.data_img_per_s(), s.oversubscription(workers),
+                        update_overhead_s=s.update_overhead_s)
     iters_per_epoch = s.train_images / float(s.global_batch)
     iterations = int(math.ceil(s.epochs * s.train_images / float(s.global_batch) - 1e-9))
     # Evaluation: each worker forwards val_images / workers images (ChainerMN's
@@ -270,7 +276,7 @@ def plan_one(s, workers):
     # Scaling efficiency: throughput against `workers` x one worker alone
     # (no communication, no oversubscription, same data ceiling).
     one = iteration_time(s.global_batch, 1, s.img_per_s, 0.0, s.batch_per_worker,
-                         0.0, data, 1.0)['iteration_s']
+                         0.0, data, 1.0, update_overhead_s=s.update_overhead_s)['iteration_s']
     out = dict(it)
     out.update({
         'workers': workers, 'grad_bytes': s.grad_bytes(),
@@ -414,6 +420,9 @@ def calibrate(setup, paths):
         if kind == 'step':
             s.img_per_s = float(d.get('pfn15_img_per_s') or d['bare_img_per_s'])
             s.batch_per_worker = int(d['batch'])
+            if d.get('microbatch_s'):   # the update split (bench step on CPU)
+                s.img_per_s = s.batch_per_worker / float(d['microbatch_s'])
+                s.update_overhead_s = float(d.get('update_overhead_s') or 0.0)
             if d.get('param_count'):
                 s.params = float(d['param_count'])
             if d.get('param_arrays'):

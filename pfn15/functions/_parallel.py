@@ -82,6 +82,25 @@ def elementwise(fn, *arrays):
                 first.size, first.nbytes)
 
 
+def concatenate(arrays):
+    """numpy.concatenate of the arrays' flat views (one dtype), the copies split over
+    the rank's threads by position in the result."""
+    flat = [numpy.ascontiguousarray(a).reshape(-1) for a in arrays]
+    offsets, total = [], 0
+    for a in flat:
+        offsets.append(total)
+        total += a.size
+    out = numpy.empty(total, flat[0].dtype if flat else numpy.float32)
+
+    def copy(lo, hi):
+        for a, off in zip(flat, offsets):
+            s, e = max(lo, off), min(hi, off + a.size)
+            if s < e:
+                out[s:e] = a[s - off:e - off]
+    over_ranges(copy, total, out.nbytes)
+    return out
+
+
 def chunk_rows(row_bytes):
     """Rows of `row_bytes` each in one piece of in_chunks()."""
     return max(1, CHUNK_BYTES // max(1, row_bytes))

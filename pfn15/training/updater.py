@@ -75,6 +75,9 @@ class AccumulatingUpdater(training.updaters.StandardUpdater):
             optimizer.add_hook(progress_module.UpdateStart(progress, self))
         self.update_seconds = 0.0   # time spent in updates (for images/s)
         self.update_durations = []  # this process's updates, seconds each (not checkpointed)
+        # Each microbatch's data, forward and backward, seconds: the rest of an update
+        # (all-reduce, optimizer) is paid once per update, whatever k is (pfn15.plan).
+        self.microbatch_durations = []
 
     # Epochs of the whole job (samples / training-set size), not of a rank's iterator.
     @property
@@ -120,6 +123,7 @@ class AccumulatingUpdater(training.updaters.StandardUpdater):
         summary = reporter_module.DictSummary()
         bn_sums = None
         for m in range(k):
+            began = time.perf_counter()
             batch = iterator.next()
             self.progress.microbatch(self.iteration + 1, m + 1, k)
             x, t = self.converter(batch, self.input_device)
@@ -136,6 +140,7 @@ class AccumulatingUpdater(training.updaters.StandardUpdater):
             # Chainer adds into existing .grad: the microbatch gradients sum up.
             loss.backward(loss_scale=loss_scale)
             del loss
+            self.microbatch_durations.append(time.perf_counter() - began)
         if bn_sums is not None:
             stats = [a for link in self.bn_links for a in (link.avg_mean, link.avg_var)]
             for a, s in zip(stats, bn_sums):
@@ -157,6 +162,7 @@ class AccumulatingUpdater(training.updaters.StandardUpdater):
         acc = reduction.Accumulator(lo, lo + k, groups)
         layout = None
         for m in range(k):
+            began = time.perf_counter()
             batch = iterator.next()
             self.progress.microbatch(self.iteration + 1, m + 1, k)
             x, t = self.converter(batch, self.input_device)
@@ -169,6 +175,7 @@ class AccumulatingUpdater(training.updaters.StandardUpdater):
             del loss
             leaf, layout = _pack(model, self.bn_links, observation, self.grad_dtype)
             acc.add(leaf)
+            self.microbatch_durations.append(time.perf_counter() - began)
         self.progress.gradient_allreduce(self.iteration + 1)
         total = self.canonical_allreduce(acc.nodes(), k, groups, layout.template)
         means = layout.unpack(total, groups, model, self.bn_links)
@@ -254,6 +261,9 @@ def _pack(model, bn_links, observation, grad_dtype=None):
         where.append((dtypes.index(d), sizes[d], sizes[d] + a.size))
         sizes[d] += a.size
         parts[d].append(a)
-    leaf = tuple(xp.concatenate([xp.asarray(a).ravel() for a in parts[d]]) for d in dtypes)
+    if xp is numpy:   # the copies on the rank's threads
+        leaf = tuple(_parallel.concatenate(parts[d]) for d in dtypes)
+    else:
+        leaf = tuple(xp.concatenate([xp.asarray(a).ravel() for a in parts[d]]) for d in dtypes)
     return leaf, _Layout(params, len(stats), keys, leaf, where)
 

@@ -197,6 +197,25 @@ def test_calibrate_reads_bench_json(tmp_path, capsys):
         plan.main(['--calibrate', str(bad)])
 
 
+def test_calibrate_splits_microbatch_and_once_per_update(tmp_path):
+    # bench step on CPU: 10 images per microbatch in 0.08 s, 0.02 s more once per update
+    step = {'kind': 'step', 'arch': 'resnet_small', 'batch': 10, 'device': 'cpu',
+            'bare_img_per_s': 105.0, 'pfn15_img_per_s': 100.0, 'microbatch_s': 0.08,
+            'update_overhead_s': 0.02, 'param_count': 1000, 'param_arrays': 10,
+            'cpu_count': 2, 'threads_per_worker': 1}
+    (tmp_path / 's.json').write_text(json.dumps(step))
+    out = tmp_path / 'plan.json'
+    assert plan.main(['--calibrate', str(tmp_path / 's.json'), '--workers', '1,2',
+                      '--global-batch', '60', '--batch-per-worker', '10',
+                      '--json', str(out)]) == 0
+    rows = json.loads(out.read_text())['rows']
+    # 1 rank: 6 microbatches and one optimizer step, not 6 x (0.08 + 0.02)
+    assert rows[0]['iteration_s'] == pytest.approx(6 * 0.08 + 0.02)
+    assert rows[0]['microbatches'] == 6
+    # the step's once-per-update share does not shrink with more ranks
+    assert rows[1]['compute_s'] == pytest.approx(3 * 0.08 + 0.02)
+
+
 def test_plot_reads_as_a_reader_expects(tmp_path):
     rows = plan.plan(plan.presets()['pfn'], plan.default_workers('pfn'))
     drawn = plan.save_plot(plan.plot_series({'pfn': rows}, {'pfn': (1024, 900.0, '15 min')}),

@@ -1,8 +1,11 @@
-"""pfn15's CPU optimizer rules apply the weight decay on their own pieces
+"""The CPU update on the rank's threads, the same bits as the plain NumPy one.
+
+pfn15's optimizer rules apply the weight decay on their own pieces
 (pfn15/optimizers/weight_decay.py): the same bits as Chainer's MomentumSGD
 with Chainer's WeightDecay hook, for large parameters (split over threads and
 pieces) and small ones, and the hook still runs itself where fusing would
-change the order."""
+change the order. The gradients' packing (pfn15/functions/_parallel.concatenate)
+is numpy.concatenate's."""
 import numpy
 import pytest
 
@@ -94,3 +97,14 @@ def test_deferred_only_for_rules_that_fuse():
     opt2.setup(model2)
     model2.p1.update_rule.add_hook(weight_decay.WeightDecay(1e-2))
     assert weight_decay.deferred_rate(model2.p1.update_rule, model2.p1) == 1e-2
+
+
+def test_parallel_concatenate_is_numpys():
+    rng = numpy.random.default_rng(3)
+    arrays = [rng.standard_normal(s).astype(numpy.float32)
+              for s in [(7,), (_parallel.MIN_BYTES // 4 + 11,), (3, 4, 5), (1,),
+                        (_parallel.MIN_BYTES // 8, 3)]]
+    arrays.append(rng.standard_normal((4, 6)).astype(numpy.float32).T)   # not contiguous
+    got = _parallel.concatenate(arrays)
+    want = numpy.concatenate([a.ravel() for a in arrays])
+    assert got.dtype == want.dtype and numpy.array_equal(got, want)
