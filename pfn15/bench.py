@@ -84,13 +84,15 @@ class _TrainerDriver(object):
     order, inside the trainer's reporter scope -- what `trainer.run()` does,
     without its stop condition, so blocks can interleave with the baseline."""
 
-    # The run's console table: the benchmark prints its own (the table would
-    # only print its header, no epoch ever ends here).
-    SILENT = ('PrintReport',)
+    # The run's outputs per epoch or per point, not per iteration: the console
+    # table (the benchmark prints its own) and the plots (PlotReport, PlotReport_1:
+    # in a run as short as the benchmark, drawn every few iterations).
+    SILENT = ('PrintReport', 'PlotReport')
 
     def __init__(self, trainer):
         self.trainer = trainer
-        order = sorted((n for n in trainer._extensions if n not in self.SILENT),
+        order = sorted((n for n in trainer._extensions
+                        if not n.startswith(self.SILENT)),
                        key=lambda n: trainer._extensions[n].priority, reverse=True)
         self.extensions = [trainer._extensions[n] for n in order]
         from chainer.training import trainer as trainer_module
