@@ -210,11 +210,17 @@ def report():
     }
 
 
+def chosen_by_user(environ=None):
+    """Whether OPENBLAS_CORETYPE is the user's own setting (not the one pfn15 made)."""
+    env = os.environ if environ is None else environ
+    user = env.get(VAR)
+    return bool(user) and env.get(MARK) != user
+
+
 def check(warn=True):
     """Warn (on stderr) when OpenBLAS runs a weaker kernel than the CPU supports
     and the user did not choose it; returns the warning text or None."""
-    user = os.environ.get(VAR)
-    if user and os.environ.get(MARK) != user:
+    if chosen_by_user():
         return None     # the user's choice: pfn15.env still names it
     line = problem()
     if line is None:

@@ -449,9 +449,14 @@ def main(argv=None):
     stack = Stack()
     print('\n'.join(stack.lines()), flush=True)
     found = install_problems(stack)
-    from pfn15 import blas_kernel   # a slow BLAS kernel: a problem on any CPU run
+    # A slow BLAS kernel: a problem on any CPU run where pfn15's choice did not take;
+    # a warning where it is the user's own OPENBLAS_CORETYPE (theirs to keep).
+    from pfn15 import blas_kernel
     slow_blas = blas_kernel.problem() if 'NumPy' not in stack.missing else None
-    if slow_blas:
+    if slow_blas and blas_kernel.chosen_by_user():
+        print('pfn15.env: warning: %s' % slow_blas, file=sys.stderr, flush=True)
+        slow_blas = None
+    elif slow_blas:
         print('pfn15.env: problem: %s' % slow_blas, file=sys.stderr, flush=True)
     if config_unread:
         print('note: %s was not checked: the config cannot be read without PyYAML (%s)'

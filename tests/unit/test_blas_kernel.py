@@ -153,7 +153,7 @@ def test_numpy_loaded_first_with_a_weaker_kernel_says_what_to_export():
         in r['warning']
 
 
-def test_env_prints_a_weaker_kernel_as_a_problem():
+def test_env_names_a_users_weaker_kernel_as_a_warning():
     if BEST in (None, 'Prescott'):
         pytest.skip('no instruction set above SSE3 here: no weaker kernel to force')
     env = {k: v for k, v in os.environ.items() if k not in (blas_kernel.VAR, blas_kernel.MARK)}
@@ -163,7 +163,9 @@ def test_env_prints_a_weaker_kernel_as_a_problem():
                        stderr=subprocess.PIPE, text=True, timeout=120)
     if 'openblas' not in r.stdout:
         pytest.skip('NumPy here does not use OpenBLAS')
-    lines = [line for line in r.stderr.splitlines() if line.startswith('pfn15.env: problem:')]
+    # The user's own setting: named with the fix, as a warning (it does not stop a run).
+    lines = [line for line in r.stderr.splitlines() if line.startswith('pfn15.env: warning:')]
     assert len(lines) == 1, r.stderr
+    assert 'pfn15.env: problem:' not in r.stderr, r.stderr
     assert 'OPENBLAS_CORETYPE=Prescott is set in the environment; export ' \
            'OPENBLAS_CORETYPE=%s instead' % BEST in lines[0]
