@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 
-from pfn15 import cli, errors
+from pfn15 import cli, errors, report
 
 os.environ.setdefault('MPLBACKEND', 'Agg')
 
@@ -429,12 +429,6 @@ def print_step(r):
 
 # ------------------------------------------------------------------ ranks
 
-def _mpiexec():
-    """The mpiexec next to this Python (the mpich wheel's), else the one on PATH."""
-    here = os.path.join(os.path.dirname(sys.executable), 'mpiexec')
-    return here if os.path.exists(here) else (shutil.which('mpiexec') or 'mpiexec')
-
-
 def _step_child(args, launcher, batch, threads, json_path):
     """The command line and environment of one `bench step` run of `bench ranks`."""
     cmd = launcher + [sys.executable, '-m', 'pfn15.bench', 'step',
@@ -477,7 +471,7 @@ def run_ranks(args):
         one = _run_child('1 rank x %d threads' % n,
                          *_step_child(args, [], args.batch * n, n, one_json), one_json)
         many = _run_child('%d ranks x 1 thread' % n,
-                          *_step_child(args, [_mpiexec(), '-n', str(n)], args.batch, 1,
+                          *_step_child(args, [report.mpiexec_path() or 'mpiexec', '-n', str(n)], args.batch, 1,
                                        many_json), many_json)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -89,7 +89,7 @@ def load():
         # cores than it has, a spinning team holds cores they need: sleep at once.
         # Where they fit, libgomp's default (spin, then sleep) starts the next
         # primitive sooner. Unknown (set_threads not called yet): sleep.
-        if not _cores_to_spare:
+        if not _fits_node:
             os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
         errors = []
         for path in _candidates():
@@ -355,16 +355,16 @@ def engine():
 # Threads: this build runs on GNU OpenMP; oneDNN uses as many threads as the
 # OpenMP runtime's default team of the calling thread.
 _threads = None
-_cores_to_spare = False
+_fits_node = False
 
 
 def set_threads(n, fits_node=False):
     """Give oneDNN n threads (the rank's share, pfn15/cpu.py); applied now if the
     library is loaded, else when it loads. fits_node: the node's ranks x threads
     and loader processes fit its cores (the wait policy at load; see load())."""
-    global _threads, _cores_to_spare
+    global _threads, _fits_node
     _threads = int(n)
-    _cores_to_spare = bool(fits_node)
+    _fits_node = bool(fits_node)
     if _lib is not None:
         _apply_threads()
 
