@@ -26,7 +26,10 @@ if __name__ == '__main__':
     with ctx.Pool(1) as pool:
         child = pool.map(arch, [0])[0]
     from mpi4py import MPI
-    print(json.dumps({'rank': MPI.COMM_WORLD.rank, 'self': arch(0), 'forkserver': child}))
+    rank = MPI.COMM_WORLD.rank
+    # One file per rank: two ranks' lines on one stdout can land on one line.
+    with open('%s/rank%d.json' % (sys.argv[1], rank), 'w') as f:
+        json.dump({'rank': rank, 'self': arch(0), 'forkserver': child}, f)
 '''
 
 
@@ -36,9 +39,9 @@ def test_mpi_ranks_and_forkserver_children_run_the_same_kernel(tmp_path):
     script.write_text(CHILDREN)
     env = {k: v for k, v in os.environ.items() if k not in (blas_kernel.VAR, blas_kernel.MARK)}
     env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
-    r = mpirun(2, [str(script)], timeout=120, env=env)
+    r = mpirun(2, [str(script), str(tmp_path)], timeout=120, env=env)
     assert r.returncode == 0, r.stderr
-    rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith('{')]
+    rows = [json.loads(p.read_text()) for p in sorted(tmp_path.glob('rank*.json'))]
     assert sorted(row['rank'] for row in rows) == [0, 1]
     for row in rows:
         assert row['self'][0] == row['forkserver'][0], row
