@@ -97,6 +97,23 @@ def say(stop, rank=None, prog='pfn15'):
     return stop.status
 
 
+ABORT_GRACE_S = 1.0
+
+
+def abort_job(line, status):
+    """Print `line` to stderr and end every rank of the job with `status` (MPI_Abort).
+
+    The launcher forwards a rank's output through its node's proxy; a line
+    written just before MPI_Abort can be dropped when the abort reaches the
+    proxy first (MPICH hydra under load), so the line gets a moment to go out.
+    """
+    import time
+    from mpi4py import MPI
+    print(line, file=sys.stderr, flush=True)
+    time.sleep(ABORT_GRACE_S)
+    MPI.COMM_WORLD.Abort(status)
+
+
 # ---------------------------------------------------------------- where am I
 
 _RANK_VARS = ('PMI_RANK', 'OMPI_COMM_WORLD_RANK', 'PMIX_RANK', 'MV2_COMM_WORLD_RANK',

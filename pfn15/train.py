@@ -316,10 +316,8 @@ def main(argv=None):
         if not e.collective and 'mpi4py.MPI' in sys.modules:
             # Met by this rank alone (data.bad_images=error): the others wait in
             # a collective, so name this rank and end the job from here.
-            from mpi4py import MPI
-            print('pfn15: error: rank %d on %s: %s' % (signals.rank(), errors.host(), e),
-                  file=sys.stderr, flush=True)
-            MPI.COMM_WORLD.Abort(e.status)
+            errors.abort_job('pfn15: error: rank %d on %s: %s'
+                             % (signals.rank(), errors.host(), e), e.status)
         return errors.say(e, signals.rank())
 
 

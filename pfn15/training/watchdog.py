@@ -231,6 +231,4 @@ class Watchdog(object):
         # On MPI_COMM_WORLD, not our duplicate: MPICH's mpiexec then reliably
         # reports the abort's status (with the duplicate it sometimes reported
         # the SIGKILL it sent the stopped rank, 9).
-        print('pfn15: error: %s' % text, file=sys.stderr, flush=True)
-        from mpi4py import MPI
-        MPI.COMM_WORLD.Abort(errors.STALLED)
+        errors.abort_job('pfn15: error: %s' % text, errors.STALLED)

@@ -78,10 +78,11 @@ def wait_file(pattern, proc, timeout=120):
         time.sleep(0.05)
 
 
-def one_error(err):
-    assert 'Traceback' not in err, err
+def one_error(err, rc=None, out=''):
+    seen = 'exit %s; stderr:\n%s\nstdout (tail):\n%s' % (rc, err, out[-3000:])
+    assert 'Traceback' not in err, seen
     lines = [l for l in err.splitlines() if l.startswith('pfn15: error:')]
-    assert len(lines) == 1, err
+    assert len(lines) == 1, seen
     return lines[0]
 
 
@@ -114,9 +115,9 @@ def test_a_stopped_rank_is_named_and_the_job_ends(tmp_path, victim):
     for i, pid in enumerate(pids):
         if i != victim:
             os.kill(pid, signal.SIGUSR1)
-    rc, _, err = finish(proc, 8 * 3 + 60)
+    rc, out, err = finish(proc, 8 * 3 + 60)
     took = time.time() - stopped
-    line = one_error(err)
+    line = one_error(err, rc, out)
     assert rc == 4, err
     assert took < 8 + 60, took
     assert 'stalled' in line and 'rank %d on %s stopped answering' % (victim, HOST) in line
