@@ -6,6 +6,7 @@ differentiable. Returning them as plain Variables would make a double
 backprop silently wrong; instead they come out of `FirstOrderOnly`, whose own
 backward raises.
 """
+import chainer
 from chainer import function_node
 
 
@@ -36,6 +37,11 @@ def wrap(node, indexes, grads, grad_outputs):
     wanted = [i for i in indexes if grads[i] is not None]
     if not wanted:
         return tuple(None for _ in indexes)
+    if not chainer.config.enable_backprop:
+        # A first-order backward (Chainer runs it with backprop off unless
+        # enable_double_backprop): nothing will differentiate these, so no node.
+        return tuple(None if grads[i] is None else chainer.Variable(grads[i], requires_grad=False)
+                     for i in indexes)
     inputs = list(node.get_retained_inputs()) + list(node.get_retained_outputs())
     inputs += [g for g in grad_outputs if g is not None]
     outs = FirstOrderOnly([grads[i] for i in wanted], node.label).apply(inputs)
