@@ -140,6 +140,7 @@ def _declare(lib):
         'dnnl_stream_create': (S, [_p, _p, ctypes.c_uint]),
         'dnnl_stream_wait': (S, [_p]),
         'dnnl_memory_desc_create_with_tag': (S, [_p, S, Dims, S, S]),
+        'dnnl_memory_desc_create_with_strides': (S, [_p, S, Dims, S, Dims]),
         'dnnl_memory_desc_destroy': (S, [_p]),
         'dnnl_memory_desc_get_size': (ctypes.c_size_t, [_p]),
         'dnnl_memory_desc_equal': (S, [_p, _p]),
@@ -174,6 +175,7 @@ def _declare(lib):
         'dnnl_eltwise_backward_primitive_desc_create':
             (S, [_p, _p, S, _p, _p, _p, ctypes.c_float, ctypes.c_float, _p, _p]),
         'dnnl_binary_primitive_desc_create': (S, [_p, _p, S, _p, _p, _p, _p]),
+        'dnnl_matmul_primitive_desc_create': (S, [_p, _p, _p, _p, _p, _p, _p]),
         'dnnl_reorder_primitive_desc_create': (S, [_p, _p, _p, _p, _p, _p]),
     }
     for name, (res, args) in sig.items():
@@ -212,6 +214,20 @@ def md(shape, dtype=F32, tag=None):
         m = _p()
         _check(load().dnnl_memory_desc_create_with_tag(ctypes.byref(m), len(shape), dims(shape),
                                                        dtype, tag), 'memory_desc_create')
+        _mds[key] = m
+    return m
+
+
+def md_strided(shape, dtype, strides):
+    """A memory descriptor (cached) of a plain array with the given element strides
+    (a transposed matrix, for instance)."""
+    key = (tuple(shape), dtype, 'strides', tuple(strides))
+    m = _mds.get(key)
+    if m is None:
+        m = _p()
+        _check(load().dnnl_memory_desc_create_with_strides(ctypes.byref(m), len(shape),
+                                                           dims(shape), dtype, dims(strides)),
+               'memory_desc_create')
         _mds[key] = m
     return m
 

@@ -5,8 +5,9 @@ dilation (cover_all=False). Activations are NHWC buffers seen as NCHW views
 (pfn15/functions/_layout.py), which oneDNN reads and writes in place; the
 weights stay float32 OIHW (Chainer's parameter) and are reordered each call
 into the blocked layout (and, for bf16, the type) the primitive chose; the
-weight gradient comes back float32 OIHW. Primitive descriptors are made once
-per shape.
+weight gradient comes back float32 OIHW (for 1x1 stride-1 layers from a
+matrix product written straight in that layout). Primitive descriptors are
+made once per shape.
 """
 import numpy
 from chainer import function_node
@@ -39,14 +40,53 @@ def _primitives(xs, ws, stride, pad, dt):
                              _lib.CONVOLUTION_DIRECT, src, wany, None, dst, *args, _lib.attr())
         bwd_d = _lib.create_pd('convolution_backward_data', _lib.engine(),
                                _lib.CONVOLUTION_DIRECT, src, wany, dst, *args, fwd, _lib.attr())
-        bwd_w = _lib.create_pd('convolution_backward_weights', _lib.engine(),
-                               _lib.CONVOLUTION_DIRECT, src, gwany, None, dst, *args, fwd,
-                               _lib.attr())
+        if (kh, kw, sy, sx, py, px) == (1, 1, 1, 1, 0, 0):
+            grad_w = _MatmulWeightGradient(n * h * w, c, co, dt)
+        else:
+            bwd_w = _lib.create_pd('convolution_backward_weights', _lib.engine(),
+                                   _lib.CONVOLUTION_DIRECT, src, gwany, None, dst, *args, fwd,
+                                   _lib.attr())
+            grad_w = _ConvWeightGradient(bwd_w, ws)
         return (_lib.Primitive(fwd, (_lib.ARG_SRC, _lib.ARG_WEIGHTS, _lib.ARG_DST)),
                 _lib.Primitive(bwd_d, (_lib.ARG_DIFF_DST, _lib.ARG_WEIGHTS, _lib.ARG_DIFF_SRC)),
-                _lib.Primitive(bwd_w, (_lib.ARG_SRC, _lib.ARG_DIFF_DST, _lib.ARG_DIFF_WEIGHTS)),
-                (ho, wo))
+                grad_w, (ho, wo))
     return _lib.cached(key, make)
+
+
+class _ConvWeightGradient:
+    """gW from the backward-weights primitive: in the blocked layout it chose,
+    then reordered into gW (float32 OIHW)."""
+
+    def __init__(self, pd, ws):
+        self.prim = _lib.Primitive(pd, (_lib.ARG_SRC, _lib.ARG_DIFF_DST, _lib.ARG_DIFF_WEIGHTS))
+        user = _lib.md(ws, _lib.F32, _lib.TAG_ABCD)
+        self.chosen = self.prim.mds[_lib.ARG_DIFF_WEIGHTS]
+        self.to_user = None if _lib.md_equal(user, self.chosen) else _lib.reorder(self.chosen, user)
+
+    def __call__(self, xh, gyh, gW):
+        if self.to_user is None:
+            self.prim(xh.ctypes.data, gyh.ctypes.data, gW.ctypes.data)
+        else:
+            tmp = numpy.empty(_lib.md_size(self.chosen), numpy.uint8)
+            self.prim(xh.ctypes.data, gyh.ctypes.data, tmp.ctypes.data)
+            self.to_user(tmp.ctypes.data, gW.ctypes.data)
+
+
+class _MatmulWeightGradient:
+    """gW of a 1x1, stride-1 convolution as one matrix product on the NHWC
+    buffers, gW (O x C) = gy^T (O x NHW) x (NHW x C), written straight into
+    float32 OIHW: no reorder of the gradient, and oneDNN's matmul is faster here
+    than its 1x1 backward-weights kernel (docs/onednn.md)."""
+
+    def __init__(self, m, c, co, dt):
+        pd = _lib.create_pd('matmul', _lib.engine(),
+                            _lib.md_strided((co, m), dt, (1, co)),     # gy^T
+                            _lib.md_strided((m, c), dt, (c, 1)),       # x
+                            None, _lib.md_strided((co, c), _lib.F32, (c, 1)), _lib.attr())
+        self.prim = _lib.Primitive(pd, (_lib.ARG_SRC, _lib.ARG_WEIGHTS, _lib.ARG_DST))
+
+    def __call__(self, xh, gyh, gW):
+        self.prim(gyh.ctypes.data, xh.ctypes.data, gW.ctypes.data)
 
 
 class Convolution2D(function_node.FunctionNode):
@@ -80,7 +120,7 @@ class Convolution2D(function_node.FunctionNode):
     def backward(self, indexes, grad_outputs):
         x, W = (v.array for v in self.get_retained_inputs())
         gy = grad_outputs[0].array
-        _, bwd_d, bwd_w, _ = _primitives(x.shape, W.shape, self.stride, self.pad, self.dt)
+        _, bwd_d, grad_w, _ = _primitives(x.shape, W.shape, self.stride, self.pad, self.dt)
         if gy.dtype != x.dtype:
             raise TypeError('pfn15.functions.onednn.convolution_2d: gradient %s for output %s'
                             % (gy.dtype, x.dtype))
@@ -93,14 +133,7 @@ class Convolution2D(function_node.FunctionNode):
         if 1 in indexes:
             xh = _common.nhwc_of(x)
             gW = numpy.empty(W.shape, numpy.float32)
-            user = _lib.md(W.shape, _lib.F32, _lib.TAG_ABCD)
-            chosen = bwd_w.mds[_lib.ARG_DIFF_WEIGHTS]
-            if _lib.md_equal(user, chosen):
-                bwd_w(xh.ctypes.data, gyh.ctypes.data, gW.ctypes.data)
-            else:
-                tmp = numpy.empty(_lib.md_size(chosen), numpy.uint8)
-                bwd_w(xh.ctypes.data, gyh.ctypes.data, tmp.ctypes.data)
-                _lib.reorder(chosen, user)(tmp.ctypes.data, gW.ctypes.data)
+            grad_w(xh, gyh, gW)
         return _first_order.wrap(self, indexes, (gx, gW), grad_outputs)
 
 
