@@ -253,9 +253,15 @@ def cpu_session(batch, size, classes=1000, in_channels=3, lr=0.1, momentum=0.9,
     import torch
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     # amp: torch.autocast('cpu', dtype=torch.bfloat16), the peer of pfn15's CPU bf16.
-    return _Session(torch, 'cpu', bool(amp), torch.bfloat16 if amp else None, fmt, batch,
-                    size, channels_last, classes,
-                    in_channels, lr, momentum, weight_decay, seed)
+    try:
+        return _Session(torch, 'cpu', bool(amp), torch.bfloat16 if amp else None, fmt, batch,
+                        size, channels_last, classes,
+                        in_channels, lr, momentum, weight_decay, seed)
+    except Exception as e:  # a torch that imports but lacks a part (sympy for its optimizers)
+        r = _skipped('%s: %s' % (type(e).__name__, str(e).strip()[:500]), device='cpu',
+                     torch_version=torch.__version__)
+        r['status'] = 'error'
+        return r
 
 
 def run_peer(batch, size, device, iters, blocks, warmup, amp=None, channels_last=True,
