@@ -144,6 +144,13 @@ def _skipped(reason, **extra):
     return r
 
 
+def _error(e, **extra):
+    """The 'error' dict of a peer that failed with exception `e`."""
+    r = _skipped('%s: %s' % (type(e).__name__, str(e).strip()[:500]), **extra)
+    r['status'] = 'error'
+    return r
+
+
 class _Session(object):
     """A built peer: step() one training step, sync(), result(rates) the dict.
     The model and batch live as long as the session (bench step on CPU keeps it
@@ -258,10 +265,7 @@ def cpu_session(batch, size, classes=1000, in_channels=3, lr=0.1, momentum=0.9,
                         size, channels_last, classes,
                         in_channels, lr, momentum, weight_decay, seed)
     except Exception as e:  # a torch that imports but lacks a part (sympy for its optimizers)
-        r = _skipped('%s: %s' % (type(e).__name__, str(e).strip()[:500]), device='cpu',
-                     torch_version=torch.__version__)
-        r['status'] = 'error'
-        return r
+        return _error(e, device='cpu', torch_version=torch.__version__)
 
 
 def run_peer(batch, size, device, iters, blocks, warmup, amp=None, channels_last=True,
@@ -296,10 +300,7 @@ def run_peer(batch, size, device, iters, blocks, warmup, amp=None, channels_last
         return _measure(torch, dev, amp, amp_dtype, fmt, batch, size, iters, blocks, warmup,
                         channels_last, classes, in_channels, lr, momentum, weight_decay, seed)
     except Exception as e:  # e.g. CUDA out of memory: report it, keep bench's own figures
-        r = _skipped('%s: %s' % (type(e).__name__, str(e).strip()[:500]), device=dev,
-                     torch_version=torch.__version__)
-        r['status'] = 'error'
-        return r
+        return _error(e, device=dev, torch_version=torch.__version__)
     finally:
         torch.backends.cudnn.benchmark = cudnn_benchmark
         if cuda:   # hand the peer's cached blocks back for the Chainer/CuPy run

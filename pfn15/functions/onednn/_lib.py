@@ -203,31 +203,27 @@ def dims(values):
 _mds = {}
 
 
-def md(shape, dtype=F32, tag=None):
+def md(shape, dtype=F32, tag=None, strides=None):
     """A memory descriptor (cached; never destroyed): logical dims `shape`, layout
-    `tag` (default: NHWC for 4-D, plain otherwise; ANY lets the primitive choose)."""
-    if tag is None:
-        tag = {1: TAG_A, 2: TAG_AB, 4: TAG_ACDB}[len(shape)]
-    key = (tuple(shape), dtype, tag)
+    `tag` (default: NHWC for 4-D, plain otherwise; ANY lets the primitive choose),
+    or, given `strides`, a plain array with those element strides (a transposed
+    matrix, for instance)."""
+    if strides is not None:
+        key = (tuple(shape), dtype, 'strides', tuple(strides))
+    else:
+        if tag is None:
+            tag = {1: TAG_A, 2: TAG_AB, 4: TAG_ACDB}[len(shape)]
+        key = (tuple(shape), dtype, tag)
     m = _mds.get(key)
     if m is None:
         m = _p()
-        _check(load().dnnl_memory_desc_create_with_tag(ctypes.byref(m), len(shape), dims(shape),
-                                                       dtype, tag), 'memory_desc_create')
-        _mds[key] = m
-    return m
-
-
-def md_strided(shape, dtype, strides):
-    """A memory descriptor (cached) of a plain array with the given element strides
-    (a transposed matrix, for instance)."""
-    key = (tuple(shape), dtype, 'strides', tuple(strides))
-    m = _mds.get(key)
-    if m is None:
-        m = _p()
-        _check(load().dnnl_memory_desc_create_with_strides(ctypes.byref(m), len(shape),
-                                                           dims(shape), dtype, dims(strides)),
-               'memory_desc_create')
+        if strides is not None:
+            st = load().dnnl_memory_desc_create_with_strides(ctypes.byref(m), len(shape),
+                                                             dims(shape), dtype, dims(strides))
+        else:
+            st = load().dnnl_memory_desc_create_with_tag(ctypes.byref(m), len(shape),
+                                                         dims(shape), dtype, tag)
+        _check(st, 'memory_desc_create')
         _mds[key] = m
     return m
 

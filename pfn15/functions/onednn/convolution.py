@@ -33,7 +33,6 @@ def _primitives(xs, ws, stride, pad, dt):
         src = _lib.md((n, c, h, w), dt)
         dst = _lib.md((n, co, ho, wo), dt)
         wany = _lib.md(ws, dt, _lib.ANY)
-        gwany = _lib.md(ws, _lib.F32, _lib.ANY)
         args = (_lib.dims((sy, sx)), _lib.dims((0, 0)), _lib.dims((py, px)),
                 _lib.dims(((ho - 1) * sy + kh - h - py, (wo - 1) * sx + kw - w - px)))
         fwd = _lib.create_pd('convolution_forward', _lib.engine(), _lib.FORWARD_TRAINING,
@@ -44,8 +43,8 @@ def _primitives(xs, ws, stride, pad, dt):
             grad_w = _MatmulWeightGradient(n * h * w, c, co, dt)
         else:
             bwd_w = _lib.create_pd('convolution_backward_weights', _lib.engine(),
-                                   _lib.CONVOLUTION_DIRECT, src, gwany, None, dst, *args, fwd,
-                                   _lib.attr())
+                                   _lib.CONVOLUTION_DIRECT, src, _lib.md(ws, _lib.F32, _lib.ANY),
+                                   None, dst, *args, fwd, _lib.attr())
             grad_w = _ConvWeightGradient(bwd_w, ws)
         return (_lib.Primitive(fwd, (_lib.ARG_SRC, _lib.ARG_WEIGHTS, _lib.ARG_DST)),
                 _lib.Primitive(bwd_d, (_lib.ARG_DIFF_DST, _lib.ARG_WEIGHTS, _lib.ARG_DIFF_SRC)),
@@ -80,9 +79,9 @@ class _MatmulWeightGradient:
 
     def __init__(self, m, c, co, dt):
         pd = _lib.create_pd('matmul', _lib.engine(),
-                            _lib.md_strided((co, m), dt, (1, co)),     # gy^T
-                            _lib.md_strided((m, c), dt, (c, 1)),       # x
-                            None, _lib.md_strided((co, c), _lib.F32, (c, 1)), _lib.attr())
+                            _lib.md((co, m), dt, strides=(1, co)),     # gy^T
+                            _lib.md((m, c), dt, strides=(c, 1)),       # x
+                            None, _lib.md((co, c), _lib.F32, strides=(c, 1)), _lib.attr())
         self.prim = _lib.Primitive(pd, (_lib.ARG_SRC, _lib.ARG_WEIGHTS, _lib.ARG_DST))
 
     def __call__(self, xh, gyh, gW):
