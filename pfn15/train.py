@@ -135,14 +135,16 @@ def build(cfg, comm, progress=None):
         check_cudnn(cfg, comm)   # im2col instead of cuDNN: say so once, or stop
     else:
         # With pfn15's functions the rank's threads split the products (BLAS: one);
-        # oneDNN gets the same count for its OpenMP team.
+        # oneDNN gets the same count for its OpenMP team. Before cpu_choice: loading
+        # oneDNN fixes OpenMP's wait policy, which depends on these threads fitting
+        # the node (oneDNN's fallback, pfn15's functions, splits the products too).
+        cpu.set_threads(cfg.train.cpu_threads, comm.intra_size,
+                        split_products=cfg.model.cpu_functions != 'chainer',
+                        loader_processes=cfg.data.loader_workers if cfg.data.decodes_files
+                        else 0)
         functions, _, notice = models.cpu_choice(cfg)
         if notice and comm.rank == 0:
             print('pfn15: %s' % notice, flush=True)
-        cpu.set_threads(cfg.train.cpu_threads, comm.intra_size,
-                        split_products=functions in ('pfn15', 'onednn'),
-                        loader_processes=cfg.data.loader_workers if cfg.data.decodes_files
-                        else 0)
         if cfg.train.keep_freed_memory:
             cpu.keep_freed_memory()   # before the model and data allocate
     gpu_mixed16 = cfg.train.dtype == 'mixed16' and device >= 0

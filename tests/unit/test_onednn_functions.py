@@ -415,6 +415,31 @@ def test_openmp_sleeps_at_once_only_where_the_node_is_oversubscribed(ranks_on_no
     assert json.loads(out.stdout.splitlines()[-1]) == (None if fits else 'PASSIVE')
 
 
+def test_training_decides_the_wait_policy_before_onednn_loads(tmp_path):
+    # pfn15.train picks the CPU functions (which loads oneDNN, and with it libgomp)
+    # after cpu.set_threads: one rank x 1 thread fits any node, so libgomp keeps its
+    # default (spin, then sleep), not the PASSIVE of an oversubscribed node.
+    import json
+    import os
+    import subprocess
+    import sys
+    code = (
+        "import json, os, sys, pfn15\n"
+        "from pfn15 import bench, comm, train\n"
+        "args = bench.parse_args(['step', '--arch', 'resnet_small', '--batch', '4',\n"
+        "                         '--size', '16', '--peer', 'none',\n"
+        "                         '--set', 'train.cpu_threads=1'])\n"
+        "cfg = bench._step_config(args, sys.argv[1])\n"
+        "train.build_trainer(cfg, comm.create(cfg))\n"
+        "from pfn15.functions import onednn\n"
+        "print(json.dumps([onednn.available(), os.environ.get('OMP_WAIT_POLICY')]))\n")
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_WAIT_POLICY'}
+    out = subprocess.run([sys.executable, '-c', code, str(tmp_path)], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.splitlines()[-1]) == [True, None]
+
+
 def test_openmp_wait_policy_of_the_user_wins():
     import json
     import os
