@@ -98,6 +98,23 @@ def test_convolution_takes_a_stride_and_pad_per_axis():
     numpy.testing.assert_allclose(y.array, ref.array, **TOL)
 
 
+@pytest.mark.parametrize('stride', [(2, 2), (2, 1), (1, 3)])
+def test_strided_1x1_weight_gradient_matches_chainer(stride):
+    # A 1x1 layer's gW is a matrix product on the pixels the stride reads
+    # (_MatmulWeightGradient); odd sizes leave a last row/column it must still read.
+    rng = numpy.random.default_rng(sum(stride))
+    x = _scaled(rng, (3, 8, 7, 9), f32)
+    W = _scaled(rng, (6, 8, 1, 1), f32)
+    _, _, grad_w, _ = O.convolution._primitives(x.shape, W.shape, stride, (0, 0),
+                                                O.convolution._lib.F32)
+    assert isinstance(grad_w, O.convolution._MatmulWeightGradient)
+    gy = _scaled(rng, F.convolution_2d(x, W, None, stride).shape, f32)
+    ours = _value_and_grads(lambda x, W: O.convolution_2d(x, W, stride, 0), (x, W), gy)
+    theirs = _value_and_grads(lambda x, W: F.convolution_2d(x, W, None, stride, 0), (x, W), gy)
+    for a, b in zip(ours, theirs):
+        numpy.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize('relu', [False, True], ids=['bn', 'bn_relu'])
 @pytest.mark.parametrize('channels', BN_CHANNELS)
 def test_batch_normalization_matches_chainer(channels, relu):

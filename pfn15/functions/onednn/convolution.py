@@ -5,8 +5,8 @@ dilation (cover_all=False). Activations are NHWC buffers seen as NCHW views
 (pfn15/functions/_layout.py), which oneDNN reads and writes in place; the
 weights stay float32 OIHW (Chainer's parameter) and are reordered each call
 into the blocked layout (and, for bf16, the type) the primitive chose; the
-weight gradient comes back float32 OIHW (for 1x1 stride-1 layers from a
-matrix product written straight in that layout). Primitive descriptors are
+weight gradient comes back float32 OIHW (for 1x1 layers from a matrix
+product written straight in that layout). Primitive descriptors are
 made once per shape.
 """
 import numpy
@@ -39,8 +39,8 @@ def _primitives(xs, ws, stride, pad, dt):
                              _lib.CONVOLUTION_DIRECT, src, wany, None, dst, *args, _lib.attr())
         bwd_d = _lib.create_pd('convolution_backward_data', _lib.engine(),
                                _lib.CONVOLUTION_DIRECT, src, wany, dst, *args, fwd, _lib.attr())
-        if (kh, kw, sy, sx, py, px) == (1, 1, 1, 1, 0, 0):
-            grad_w = _MatmulWeightGradient(n * h * w, c, co, dt)
+        if (kh, kw, py, px) == (1, 1, 0, 0):
+            grad_w = _MatmulWeightGradient(n * ho * wo, c, co, dt, stride)
         else:
             bwd_w = _lib.create_pd('convolution_backward_weights', _lib.engine(),
                                    _lib.CONVOLUTION_DIRECT, src, _lib.md(ws, _lib.F32, _lib.ANY),
@@ -72,12 +72,14 @@ class _ConvWeightGradient:
 
 
 class _MatmulWeightGradient:
-    """gW of a 1x1, stride-1 convolution as one matrix product on the NHWC
-    buffers, gW (O x C) = gy^T (O x NHW) x (NHW x C), written straight into
-    float32 OIHW: no reorder of the gradient, and oneDNN's matmul is faster here
-    than its 1x1 backward-weights kernel (docs/onednn.md)."""
+    """gW of a 1x1 convolution as one matrix product on the NHWC buffers,
+    gW (O x C) = gy^T (O x NHoWo) x (NHoWo x C), written straight into float32
+    OIHW: no reorder of the gradient, and oneDNN's matmul is faster here than its
+    1x1 backward-weights kernels (docs/onednn.md). A strided layer's x is first
+    copied at the pixels the stride reads (a quarter of x at stride 2)."""
 
-    def __init__(self, m, c, co, dt):
+    def __init__(self, m, c, co, dt, stride=(1, 1)):
+        self.stride = tuple(stride)
         pd = _lib.create_pd('matmul', _lib.engine(),
                             _lib.md((co, m), dt, strides=(1, co)),     # gy^T
                             _lib.md((m, c), dt, strides=(c, 1)),       # x
@@ -85,6 +87,9 @@ class _MatmulWeightGradient:
         self.prim = _lib.Primitive(pd, (_lib.ARG_SRC, _lib.ARG_WEIGHTS, _lib.ARG_DST))
 
     def __call__(self, xh, gyh, gW):
+        if self.stride != (1, 1):
+            sy, sx = self.stride
+            xh = numpy.ascontiguousarray(xh[:, ::sy, ::sx, :])
         self.prim(gyh.ctypes.data, xh.ctypes.data, gW.ctypes.data)
 
 
