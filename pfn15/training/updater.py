@@ -214,7 +214,8 @@ class _Layout(object):
         """Gradients and BN statistics: the sums / groups, in place; returns the
         observations' means (the sums / groups, as floats)."""
         for buf in total:   # in place, on the rank's threads: total is this update's own
-            _divide_in_place(buf, groups)
+            if groups != 1:   # x / 1 is x: one group (one rank, one microbatch) skips a pass
+                _divide_in_place(buf, groups)
         views = [total[b][s:e] for b, s, e in self.where]
         for param, v in zip(self.params, views):
             v = v.reshape(param.grad.shape)

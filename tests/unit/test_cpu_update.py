@@ -108,3 +108,18 @@ def test_parallel_concatenate_is_numpys():
     got = _parallel.concatenate(arrays)
     want = numpy.concatenate([a.ravel() for a in arrays])
     assert got.dtype == want.dtype and numpy.array_equal(got, want)
+
+
+@pytest.mark.parametrize('groups', [1, 2, 3])
+def test_unpacked_gradients_are_the_sums_over_the_groups(groups):
+    # One group (one rank, one microbatch) skips the division: x / 1 is x.
+    from pfn15.training import updater
+    model = Model(0)
+    rng = numpy.random.default_rng(2)
+    for p in model.params():
+        p.grad = rng.standard_normal(p.shape).astype(numpy.float32)
+    raw = [p.grad.copy() for p in model.params()]
+    leaf, layout = updater._pack(model, [], {})
+    layout.unpack(leaf, groups, model, [])
+    _same_bits([p.grad for p in model.params()],
+               [numpy.true_divide(g, groups) for g in raw])
