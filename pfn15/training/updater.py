@@ -161,6 +161,9 @@ class AccumulatingUpdater(training.updaters.StandardUpdater):
         lo = comm.rank * k                       # group g is worker g // k's microbatch g % k
         acc = reduction.Accumulator(lo, lo + k, groups)
         layout = None
+        # One group in all (one rank, one microbatch): its own gradients, statistics and
+        # observations are the sums, as they stand -- nothing to pack, sum or divide.
+        alone = groups == 1 and self.grad_dtype is None
         for m in range(k):
             began = time.perf_counter()
             batch = iterator.next()
@@ -173,12 +176,18 @@ class AccumulatingUpdater(training.updaters.StandardUpdater):
             # Unscaled: the leaf is this group's own gradient, whatever k is.
             loss.backward(loss_scale=loss_scale)
             del loss
-            leaf, layout = _pack(model, self.bn_links, observation, self.grad_dtype)
-            acc.add(leaf)
+            if not alone:
+                leaf, layout = _pack(model, self.bn_links, observation, self.grad_dtype)
+                acc.add(leaf)
             self.microbatch_durations.append(time.perf_counter() - began)
         self.progress.gradient_allreduce(self.iteration + 1)
-        total = self.canonical_allreduce(acc.nodes(), k, groups, layout.template)
-        means = layout.unpack(total, groups, model, self.bn_links)
+        if alone:
+            means = _observed(observation)
+            for link in self.bn_links:
+                setattr(link, bn.CANONICAL, True)
+        else:
+            total = self.canonical_allreduce(acc.nodes(), k, groups, layout.template)
+            means = layout.unpack(total, groups, model, self.bn_links)
         chainer.reporter.report(means)
         actual.update()   # every rank: the same gradient bits, the same step
 
@@ -214,8 +223,7 @@ class _Layout(object):
         """Gradients and BN statistics: the sums / groups, in place; returns the
         observations' means (the sums / groups, as floats)."""
         for buf in total:   # in place, on the rank's threads: total is this update's own
-            if groups != 1:   # x / 1 is x: one group (one rank, one microbatch) skips a pass
-                _divide_in_place(buf, groups)
+            _divide_in_place(buf, groups)
         views = [total[b][s:e] for b, s, e in self.where]
         for param, v in zip(self.params, views):
             v = v.reshape(param.grad.shape)
@@ -238,6 +246,12 @@ def _divide_in_place(buf, groups):
         _parallel.elementwise(lambda piece: numpy.true_divide(piece, groups, out=piece), buf)
     else:
         buf /= groups
+
+
+def _observed(observation):
+    """One group's observations as the floats unpack() reports (float64 sums / 1)."""
+    return {key: float(numpy.float64(chainer.backend.CpuDevice().send(
+        getattr(value, 'array', value)))) for key, value in observation.items()}
 
 
 def _pack(model, bn_links, observation, grad_dtype=None):

@@ -123,3 +123,42 @@ def test_unpacked_gradients_are_the_sums_over_the_groups(groups):
     layout.unpack(leaf, groups, model, [])
     _same_bits([p.grad for p in model.params()],
                [numpy.true_divide(g, groups) for g in raw])
+
+
+def test_one_group_skips_the_packing_with_the_same_bits(tmp_path):
+    # One rank, one microbatch: the update takes the gradients as they stand. The
+    # packed path (forced by an identity cast, grad_dtype float32) must give the
+    # same parameters and the same reported figures.
+    import json
+    import subprocess
+    import sys
+    code = (
+        "import json, sys, numpy, pfn15, chainer\n"
+        "from pfn15 import bench, comm, train\n"
+        "out = []\n"
+        "for cast in (None, numpy.float32):\n"
+        "    args = bench.parse_args(['step', '--arch', 'resnet_small', '--batch', '4',\n"
+        "                             '--size', '16', '--peer', 'none'])\n"
+        "    cfg = bench._step_config(args, sys.argv[1])\n"
+        "    trainer = train.build_trainer(cfg, comm.create(cfg))\n"
+        "    u = trainer.updater\n"
+        "    assert u.canonical and u.microbatches == 1\n"
+        "    u.grad_dtype = cast\n"
+        "    seen = []\n"
+        "    for _ in range(3):\n"
+        "        obs = {}\n"
+        "        with trainer.reporter.scope(obs):\n"
+        "            u.update()\n"
+        "        seen.append({k: float(v) for k, v in sorted(obs.items())})\n"
+        "    model = u.get_optimizer('main').target\n"
+        "    params = [p.array.view(numpy.uint32).tolist() for _, p in sorted(model.namedparams())\n"
+        "              if p.array.size < 5000]\n"
+        "    out.append([seen, params, sum(int(p.array.view(numpy.uint32).sum(dtype=numpy.uint64))\n"
+        "                                  for p in model.params())])\n"
+        "print(json.dumps(out))\n")
+    res = subprocess.run([sys.executable, '-c', code, str(tmp_path)], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    alone, packed = json.loads(res.stdout.splitlines()[-1])
+    assert alone[0] and all('main/loss' in s for s in alone[0])
+    assert alone == packed
