@@ -32,25 +32,16 @@ import sys
 import tempfile
 import time
 
+from pfn15 import cpu, report
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MPIEXEC = report.mpiexec_path() or 'mpiexec'   # the venv's (PyPI's mpich), else PATH's
 # The demo's model and data (configs/demo.yaml), as bench step overrides.
 MODEL = ['model.arch=resnet_small', 'model.blocks_per_stage=1', 'model.width=16',
          'data.val_fraction=0.2']
 
 
-def mpiexec():
-    here = os.path.join(os.path.dirname(sys.executable), 'mpiexec')
-    return here if os.path.exists(here) else (shutil.which('mpiexec') or 'mpiexec')
-
-
 # ------------------------------------------------------------------ the machine's load
-
-def cpu_count():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
 
 def _machine_busy_seconds():
     """CPU seconds all processes of the machine have run (user+nice+system+irq+softirq)."""
@@ -99,7 +90,7 @@ class LoadMeter(object):
     used, over the wall time."""
 
     def start(self):
-        self.cores = cpu_count()
+        self.cores = cpu.node_cores()
         self.load_before = loadavg()
         self.probe_before = cpu_probe()
         self._t, self._busy, self._own = time.time(), _machine_busy_seconds(), _own_seconds()
@@ -167,7 +158,7 @@ def main(argv=None):
     with open(step_json) as f:
         step = json.load(f)
     ar_json = os.path.join(out, 'allreduce.json')
-    call([mpiexec(), '-n', '2', py, '-m', 'pfn15.bench', 'allreduce',
+    call([MPIEXEC, '-n', '2', py, '-m', 'pfn15.bench', 'allreduce',
           '--bytes', '4096,65536,1048576', '--json', ar_json], env, log)
     with open(ar_json) as f:
         allreduce = json.load(f)
@@ -176,7 +167,7 @@ def main(argv=None):
     for k in workers:
         run_dir = os.path.join(out, 'train-%d' % k)
         shutil.rmtree(run_dir, ignore_errors=True)   # ours: resume=none refuses old checkpoints
-        call([mpiexec(), '-n', str(k), py, '-m', 'pfn15.train', 'configs/demo.yaml',
+        call([MPIEXEC, '-n', str(k), py, '-m', 'pfn15.train', 'configs/demo.yaml',
               'out=%s' % run_dir, 'batch.global=%d' % args.global_batch,
               'train.iterations=%d' % args.iterations, 'train.eval_every_epochs=0',
               'checkpoint.every_iterations=0', 'resume=none', 'train.progress_bar=false'],
