@@ -249,9 +249,13 @@ def _divide_in_place(buf, groups):
 
 
 def _observed(observation):
-    """One group's observations as the floats unpack() reports (float64 sums / 1)."""
-    return {key: float(numpy.float64(chainer.backend.CpuDevice().send(
-        getattr(value, 'array', value)))) for key, value in observation.items()}
+    """One group's observations as the floats unpack() reports (their sums / 1)."""
+    return {key: _as_float(value) for key, value in observation.items()}
+
+
+def _as_float(value):
+    """An observation (a Variable, a device or NumPy scalar) as a Python float."""
+    return float(chainer.backend.CpuDevice().send(getattr(value, 'array', value)))
 
 
 def _pack(model, bn_links, observation, grad_dtype=None):
@@ -265,9 +269,8 @@ def _pack(model, bn_links, observation, grad_dtype=None):
     pieces = [p.grad if grad_dtype is None else p.grad.astype(grad_dtype)
               for p in params] + stats
     if keys:
-        pieces.append(numpy.array([float(chainer.backend.CpuDevice().send(
-            getattr(observation[key], 'array', observation[key]))) for key in keys],
-            numpy.float64))
+        pieces.append(numpy.array([_as_float(observation[key]) for key in keys],
+                                  numpy.float64))
     dtypes = sorted({numpy.dtype(a.dtype).str for a in pieces})
     where, parts = [], {d: [] for d in dtypes}
     sizes = dict.fromkeys(dtypes, 0)
