@@ -26,9 +26,25 @@ def nhwc_of(x):
     return nhwc(x)
 
 
+# oneDNN's kernels load and store whole 64-byte cache lines (AVX-512); glibc
+# gives large NumPy arrays 16-byte alignment, so every vector access of a
+# buffer from numpy.empty would straddle two lines.
+ALIGN = 64
+
+
+def empty(shape, dtype):
+    """numpy.empty(shape, dtype) whose data starts on a 64-byte boundary."""
+    dtype = numpy.dtype(dtype)
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    nbytes = int(numpy.prod(shape, dtype=numpy.int64)) * dtype.itemsize
+    raw = numpy.empty(nbytes + ALIGN, numpy.uint8)
+    start = -raw.ctypes.data % ALIGN
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
 def empty_nchw(n, c, h, w, dtype):
     """A new NHWC buffer and its NCHW view."""
-    buf = numpy.empty((n, h, w, c), dtype)
+    buf = empty((n, h, w, c), dtype)
     return buf, nchw(buf)
 
 
@@ -43,6 +59,6 @@ def weights_for(prim, arg, W, dtype=_lib.F32):
     want = prim.mds[arg]
     if _lib.md_equal(user, want):
         return numpy.ascontiguousarray(W)
-    out = numpy.empty(_lib.md_size(want), numpy.uint8)
+    out = empty(_lib.md_size(want), numpy.uint8)
     _lib.reorder(user, want)(ptr(numpy.ascontiguousarray(W)), ptr(out))
     return out

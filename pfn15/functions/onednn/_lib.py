@@ -276,9 +276,9 @@ class _Scratchpad:
         self.buf = numpy.empty(0, numpy.uint8)
 
     def pointer(self, size):
-        if size > self.buf.size:
-            self.buf = numpy.empty(size + 4096, numpy.uint8)
-        return self.buf.ctypes.data
+        if size + 4096 > self.buf.size:
+            self.buf = numpy.empty(size + 8192, numpy.uint8)
+        return self.buf.ctypes.data + (-self.buf.ctypes.data % 4096)   # page-aligned
 
 
 _scratchpad = _Scratchpad()

@@ -66,7 +66,7 @@ class _ConvWeightGradient:
         if self.to_user is None:
             self.prim(xh.ctypes.data, gyh.ctypes.data, gW.ctypes.data)
         else:
-            tmp = numpy.empty(_lib.md_size(self.chosen), numpy.uint8)
+            tmp = _common.empty(_lib.md_size(self.chosen), numpy.uint8)
             self.prim(xh.ctypes.data, gyh.ctypes.data, tmp.ctypes.data)
             self.to_user(tmp.ctypes.data, gW.ctypes.data)
 
@@ -89,7 +89,9 @@ class _MatmulWeightGradient:
     def __call__(self, xh, gyh, gW):
         if self.stride != (1, 1):
             sy, sx = self.stride
-            xh = numpy.ascontiguousarray(xh[:, ::sy, ::sx, :])
+            strided = xh[:, ::sy, ::sx, :]
+            xh = _common.empty(strided.shape, strided.dtype)
+            xh[...] = strided
         self.prim(gyh.ctypes.data, xh.ctypes.data, gW.ctypes.data)
 
 
@@ -136,7 +138,7 @@ class Convolution2D(function_node.FunctionNode):
             bwd_d(gyh.ctypes.data, w.ctypes.data, gxbuf.ctypes.data)
         if 1 in indexes:
             xh = _common.nhwc_of(x)
-            gW = numpy.empty(W.shape, numpy.float32)
+            gW = _common.empty(W.shape, numpy.float32)
             grad_w(xh, gyh, gW)
         return _first_order.wrap(self, indexes, (gx, gW), grad_outputs)
 

@@ -56,7 +56,7 @@ def _relu_grad(gy, y):
                         % (gy.dtype, y.dtype))
     yf, shape = _flat(y)
     gf = numpy.ascontiguousarray(_common.nhwc_of(gy) if gy.ndim == 4 else gy).reshape(-1)
-    out = numpy.empty_like(yf)
+    out = _common.empty(yf.shape, yf.dtype)
     if out.size:
         _relu_bwd(out.size, _common.dnnl_type(y.dtype))(yf.ctypes.data, gf.ctypes.data,
                                                          out.ctypes.data)
@@ -69,7 +69,7 @@ class ReLU(function_node.FunctionNode):
     def forward_cpu(self, inputs):
         x, = inputs
         xf, shape = _flat(x)
-        y = numpy.empty_like(xf)
+        y = _common.empty(xf.shape, xf.dtype)
         if y.size:
             _relu_fwd(y.size, _common.dnnl_type(x.dtype))[0](xf.ctypes.data, y.ctypes.data)
         self.retain_outputs((0,))
@@ -91,7 +91,7 @@ class AddReLU(function_node.FunctionNode):
         af, shape = _flat(a)
         bf = _common.nhwc_of(b).reshape(-1) if b.ndim == 4 else \
             numpy.ascontiguousarray(b).reshape(-1)
-        y = numpy.empty_like(af)
+        y = _common.empty(af.shape, af.dtype)
         if y.size:
             _add(y.size, _common.dnnl_type(a.dtype), True)(af.ctypes.data, bf.ctypes.data,
                                                           y.ctypes.data)
@@ -106,7 +106,7 @@ class AddReLU(function_node.FunctionNode):
 def convert(x, dtype):
     """x converted to `dtype` (float32 <-> bf16 storage), same shape and layout."""
     xf, shape = _flat(x)
-    out = numpy.empty(xf.shape, dtype)
+    out = _common.empty(xf.shape, dtype)
     if out.size:
         src = _lib.md((out.size,), _common.dnnl_type(x.dtype))
         dst = _lib.md((out.size,), _common.dnnl_type(dtype))
@@ -151,7 +151,7 @@ class Fork(function_node.FunctionNode):
             af, shape = _flat(ga)
             bf = _common.nhwc_of(gb).reshape(-1) if gb.ndim == 4 else \
                 numpy.ascontiguousarray(gb).reshape(-1)
-            out = numpy.empty_like(af)
+            out = _common.empty(af.shape, af.dtype)
             if out.size:
                 _add(out.size, _common.dnnl_type(ga.dtype), False)(
                     af.ctypes.data, bf.ctypes.data, out.ctypes.data)

@@ -67,7 +67,7 @@ class _Base(function_node.FunctionNode):
         xh = _common.nhwc_of(x)
         gamma, beta = _vector(gamma, c, 'gamma'), _vector(beta, c, 'beta')
         ybuf, y = _common.empty_nchw(*x.shape, x.dtype)
-        self.ws = numpy.empty(ws_size, numpy.uint8) if ws_size else None
+        self.ws = _common.empty(ws_size, numpy.uint8) if ws_size else None
         ws = (self.ws.ctypes.data,) if ws_size else ()
         if flags & _lib.USE_GLOBAL_STATS:
             fwd(xh.ctypes.data, mean.ctypes.data, var.ctypes.data, gamma.ctypes.data,
@@ -87,8 +87,8 @@ class _Base(function_node.FunctionNode):
         xh, gyh = _common.nhwc_of(x), _common.nhwc_of(gy)
         gamma = _vector(gamma, c, 'gamma')
         gxbuf, gx = _common.empty_nchw(*x.shape, x.dtype)
-        ggamma = numpy.empty(c, numpy.float32)
-        gbeta = numpy.empty(c, numpy.float32)
+        ggamma = _common.empty(c, numpy.float32)
+        gbeta = _common.empty(c, numpy.float32)
         ws = (self.ws.ctypes.data,) if self.ws is not None else ()
         bwd(xh.ctypes.data, self.mean.ctypes.data, self.var.ctypes.data, gyh.ctypes.data,
             gamma.ctypes.data, *ws, gxbuf.ctypes.data, ggamma.ctypes.data, gbeta.ctypes.data)
@@ -122,8 +122,8 @@ class BatchNormalization(_Base):
         x, gamma = (v.array for v in self.get_retained_inputs())
         gx, ggamma, gbeta = self._backward(x, gamma, grad_outputs[0].array)
         dt = gamma.dtype
-        return _first_order.wrap(self, indexes, (gx, ggamma.astype(dt), gbeta.astype(dt)),
-                                 grad_outputs)
+        grads = (gx, ggamma.astype(dt, copy=False), gbeta.astype(dt, copy=False))
+        return _first_order.wrap(self, indexes, grads, grad_outputs)
 
 
 class FixedBatchNormalization(_Base):
@@ -148,7 +148,8 @@ class FixedBatchNormalization(_Base):
         inv_std = 1.0 / numpy.sqrt(self.var.astype(numpy.float64) + self.eps)
         g64 = gamma.astype(numpy.float64)
         dt = gamma.dtype
-        grads = (gx, ggamma.astype(dt), gbeta.astype(dt), (-g64 * inv_std * gbeta).astype(dt),
+        grads = (gx, ggamma.astype(dt, copy=False), gbeta.astype(dt, copy=False),
+                 (-g64 * inv_std * gbeta).astype(dt),
                  (-0.5 * g64 * inv_std * inv_std * ggamma).astype(dt))
         return _first_order.wrap(self, indexes, grads, grad_outputs)
 

@@ -52,7 +52,7 @@ class MaxPooling2D(function_node.FunctionNode):
         fwd, _, ws_size, (ho, wo) = _max_primitives(x.shape, self.k, self.s, self.p, self.dt)
         xh = _common.nhwc_of(x)
         ybuf, y = _common.empty_nchw(x.shape[0], x.shape[1], ho, wo, x.dtype)
-        self.ws = numpy.empty(ws_size, numpy.uint8)
+        self.ws = _common.empty(ws_size, numpy.uint8)
         fwd(xh.ctypes.data, ybuf.ctypes.data, self.ws.ctypes.data)
         return y,
 
