@@ -233,14 +233,15 @@ def test_the_buffers_onednn_writes_start_on_a_cache_line():
     for f, args in ((O.convolution_2d, (x, W, 1, 1)), (O.convolution_2d, (x, W1, 2, 0)),
                     (lambda a, g, b: O.batch_normalization(a, g, b, relu=True), (x, gamma, beta)),
                     (O.relu, (x,)), (O.add_relu, (x, x.copy())),
-                    (lambda a: O.max_pooling_2d(a, 3, 2, 1), (x,))):
+                    (lambda a: O.max_pooling_2d(a, 3, 2, 1), (x,)),
+                    (O.global_average_pooling, (x,))):
         vs = [chainer.Variable(a.copy()) if isinstance(a, numpy.ndarray) else a for a in args]
         y = f(*vs)
         y.grad = numpy.ones_like(y.array)
         y.backward()
         arrays += [y.array] + [v.grad for v in vs if isinstance(v, chainer.Variable)]
     misaligned = [a.shape for a in arrays if a.ctypes.data % 64]
-    assert len(arrays) == 17 and not misaligned
+    assert len(arrays) == 19 and not misaligned
 
 
 def test_second_order_gradients_raise_clearly():

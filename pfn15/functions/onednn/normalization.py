@@ -108,8 +108,8 @@ class BatchNormalization(_Base):
     def forward_cpu(self, inputs):
         x, gamma, beta = inputs
         c = x.shape[1] if x.ndim == 4 else 0
-        mean = numpy.empty(c, numpy.float32)
-        var = numpy.empty(c, numpy.float32)
+        mean = _common.empty(c, numpy.float32)
+        var = _common.empty(c, numpy.float32)
         flags = _F | (_lib.FUSE_NORM_RELU if self.relu else 0)
         y = self._forward(x, gamma, beta, mean, var, flags)
         if self.running_mean is not None:

@@ -96,7 +96,7 @@ class GlobalAveragePooling(function_node.FunctionNode):
             x = convert(x, _common.F32)
         fwd, _ = _avg_primitives(x.shape)
         xh = _common.nhwc_of(x)
-        y = numpy.empty(x.shape[:2], numpy.float32)
+        y = _common.empty(x.shape[:2], numpy.float32)
         fwd(xh.ctypes.data, y.ctypes.data)
         return y,
 
