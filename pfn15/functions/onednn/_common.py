@@ -1,4 +1,6 @@
 """What the oneDNN functions share: the bf16 storage type, buffers, layouts."""
+import math
+
 import numpy
 
 from pfn15.functions._layout import nchw, nhwc
@@ -36,10 +38,8 @@ def empty(shape, dtype):
     """numpy.empty(shape, dtype) whose data starts on a 64-byte boundary."""
     dtype = numpy.dtype(dtype)
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    nbytes = int(numpy.prod(shape, dtype=numpy.int64)) * dtype.itemsize
-    raw = numpy.empty(nbytes + ALIGN, numpy.uint8)
-    start = -raw.ctypes.data % ALIGN
-    return raw[start:start + nbytes].view(dtype).reshape(shape)
+    raw = numpy.empty(math.prod(shape) * dtype.itemsize + ALIGN, numpy.uint8)
+    return numpy.ndarray(shape, dtype, raw, -ptr(raw) % ALIGN)
 
 
 def empty_nchw(n, c, h, w, dtype):
@@ -48,8 +48,7 @@ def empty_nchw(n, c, h, w, dtype):
     return buf, nchw(buf)
 
 
-def ptr(a):
-    return a.ctypes.data
+ptr = _lib.ptr
 
 
 def weights_for(prim, arg, W, dtype=_lib.F32):

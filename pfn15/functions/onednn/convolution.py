@@ -14,6 +14,7 @@ from chainer import function_node
 
 from pfn15.functions import _first_order
 from pfn15.functions.onednn import _common, _lib
+from pfn15.functions.onednn._common import ptr
 
 
 def _pair(v):
@@ -64,11 +65,11 @@ class _ConvWeightGradient:
 
     def __call__(self, xh, gyh, gW):
         if self.to_user is None:
-            self.prim(xh.ctypes.data, gyh.ctypes.data, gW.ctypes.data)
+            self.prim(ptr(xh), ptr(gyh), ptr(gW))
         else:
             tmp = _common.empty(_lib.md_size(self.chosen), numpy.uint8)
-            self.prim(xh.ctypes.data, gyh.ctypes.data, tmp.ctypes.data)
-            self.to_user(tmp.ctypes.data, gW.ctypes.data)
+            self.prim(ptr(xh), ptr(gyh), ptr(tmp))
+            self.to_user(ptr(tmp), ptr(gW))
 
 
 class _MatmulWeightGradient:
@@ -92,7 +93,7 @@ class _MatmulWeightGradient:
             strided = xh[:, ::sy, ::sx, :]
             xh = _common.empty(strided.shape, strided.dtype)
             xh[...] = strided
-        self.prim(gyh.ctypes.data, xh.ctypes.data, gW.ctypes.data)
+        self.prim(ptr(gyh), ptr(xh), ptr(gW))
 
 
 class Convolution2D(function_node.FunctionNode):
@@ -119,7 +120,7 @@ class Convolution2D(function_node.FunctionNode):
         xh = _common.nhwc_of(x)
         w = _common.weights_for(fwd, _lib.ARG_WEIGHTS, W)
         ybuf, y = _common.empty_nchw(x.shape[0], W.shape[0], ho, wo, x.dtype)
-        fwd(xh.ctypes.data, w.ctypes.data, ybuf.ctypes.data)
+        fwd(ptr(xh), ptr(w), ptr(ybuf))
         self.retain_inputs((0, 1))
         return y,
 
@@ -135,7 +136,7 @@ class Convolution2D(function_node.FunctionNode):
         if 0 in indexes:
             w = _common.weights_for(bwd_d, _lib.ARG_WEIGHTS, W)
             gxbuf, gx = _common.empty_nchw(*x.shape, x.dtype)
-            bwd_d(gyh.ctypes.data, w.ctypes.data, gxbuf.ctypes.data)
+            bwd_d(ptr(gyh), ptr(w), ptr(gxbuf))
         if 1 in indexes:
             xh = _common.nhwc_of(x)
             gW = _common.empty(W.shape, numpy.float32)

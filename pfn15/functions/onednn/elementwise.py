@@ -10,6 +10,7 @@ from chainer import function_node
 from pfn15.functions import _first_order
 from pfn15.functions._layout import nchw
 from pfn15.functions.onednn import _common, _lib
+from pfn15.functions.onednn._common import ptr
 
 
 def _flat(x):
@@ -58,8 +59,8 @@ def _relu_grad(gy, y):
     gf = numpy.ascontiguousarray(_common.nhwc_of(gy) if gy.ndim == 4 else gy).reshape(-1)
     out = _common.empty(yf.shape, yf.dtype)
     if out.size:
-        _relu_bwd(out.size, _common.dnnl_type(y.dtype))(yf.ctypes.data, gf.ctypes.data,
-                                                         out.ctypes.data)
+        _relu_bwd(out.size, _common.dnnl_type(y.dtype))(ptr(yf), ptr(gf),
+                                                         ptr(out))
     return shape(out)
 
 
@@ -71,7 +72,7 @@ class ReLU(function_node.FunctionNode):
         xf, shape = _flat(x)
         y = _common.empty(xf.shape, xf.dtype)
         if y.size:
-            _relu_fwd(y.size, _common.dnnl_type(x.dtype))[0](xf.ctypes.data, y.ctypes.data)
+            _relu_fwd(y.size, _common.dnnl_type(x.dtype))[0](ptr(xf), ptr(y))
         self.retain_outputs((0,))
         return shape(y),
 
@@ -93,8 +94,8 @@ class AddReLU(function_node.FunctionNode):
             numpy.ascontiguousarray(b).reshape(-1)
         y = _common.empty(af.shape, af.dtype)
         if y.size:
-            _add(y.size, _common.dnnl_type(a.dtype), True)(af.ctypes.data, bf.ctypes.data,
-                                                          y.ctypes.data)
+            _add(y.size, _common.dnnl_type(a.dtype), True)(ptr(af), ptr(bf),
+                                                          ptr(y))
         self.retain_outputs((0,))
         return shape(y),
 
@@ -110,7 +111,7 @@ def convert(x, dtype):
     if out.size:
         src = _lib.md((out.size,), _common.dnnl_type(x.dtype))
         dst = _lib.md((out.size,), _common.dnnl_type(dtype))
-        _lib.reorder(src, dst)(xf.ctypes.data, out.ctypes.data)
+        _lib.reorder(src, dst)(ptr(xf), ptr(out))
     return shape(out)
 
 
@@ -154,7 +155,7 @@ class Fork(function_node.FunctionNode):
             out = _common.empty(af.shape, af.dtype)
             if out.size:
                 _add(out.size, _common.dnnl_type(ga.dtype), False)(
-                    af.ctypes.data, bf.ctypes.data, out.ctypes.data)
+                    ptr(af), ptr(bf), ptr(out))
             g = shape(out)
         return _first_order.wrap(self, indexes, (g,), grad_outputs)
 

@@ -15,6 +15,7 @@ from chainer import function_node
 from pfn15.functions import _first_order
 from pfn15.functions.normalization import update_running
 from pfn15.functions.onednn import _common, _lib
+from pfn15.functions.onednn._common import ptr
 
 _F = _lib.USE_SCALE | _lib.USE_SHIFT
 
@@ -68,13 +69,13 @@ class _Base(function_node.FunctionNode):
         gamma, beta = _vector(gamma, c, 'gamma'), _vector(beta, c, 'beta')
         ybuf, y = _common.empty_nchw(*x.shape, x.dtype)
         self.ws = _common.empty(ws_size, numpy.uint8) if ws_size else None
-        ws = (self.ws.ctypes.data,) if ws_size else ()
+        ws = (ptr(self.ws),) if ws_size else ()
         if flags & _lib.USE_GLOBAL_STATS:
-            fwd(xh.ctypes.data, mean.ctypes.data, var.ctypes.data, gamma.ctypes.data,
-                beta.ctypes.data, ybuf.ctypes.data, *ws)
+            fwd(ptr(xh), ptr(mean), ptr(var), ptr(gamma),
+                ptr(beta), ptr(ybuf), *ws)
         else:
-            fwd(xh.ctypes.data, gamma.ctypes.data, beta.ctypes.data, ybuf.ctypes.data,
-                mean.ctypes.data, var.ctypes.data, *ws)
+            fwd(ptr(xh), ptr(gamma), ptr(beta), ptr(ybuf),
+                ptr(mean), ptr(var), *ws)
         self.mean, self.var = mean, var
         return y
 
@@ -89,9 +90,9 @@ class _Base(function_node.FunctionNode):
         gxbuf, gx = _common.empty_nchw(*x.shape, x.dtype)
         ggamma = _common.empty(c, numpy.float32)
         gbeta = _common.empty(c, numpy.float32)
-        ws = (self.ws.ctypes.data,) if self.ws is not None else ()
-        bwd(xh.ctypes.data, self.mean.ctypes.data, self.var.ctypes.data, gyh.ctypes.data,
-            gamma.ctypes.data, *ws, gxbuf.ctypes.data, ggamma.ctypes.data, gbeta.ctypes.data)
+        ws = (ptr(self.ws),) if self.ws is not None else ()
+        bwd(ptr(xh), ptr(self.mean), ptr(self.var), ptr(gyh),
+            ptr(gamma), *ws, ptr(gxbuf), ptr(ggamma), ptr(gbeta))
         return gx, ggamma, gbeta
 
 

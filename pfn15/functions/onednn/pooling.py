@@ -11,6 +11,7 @@ from chainer import function_node
 
 from pfn15.functions import _first_order
 from pfn15.functions.onednn import _common, _lib
+from pfn15.functions.onednn._common import ptr
 from pfn15.functions.onednn.elementwise import convert
 
 
@@ -53,14 +54,14 @@ class MaxPooling2D(function_node.FunctionNode):
         xh = _common.nhwc_of(x)
         ybuf, y = _common.empty_nchw(x.shape[0], x.shape[1], ho, wo, x.dtype)
         self.ws = _common.empty(ws_size, numpy.uint8)
-        fwd(xh.ctypes.data, ybuf.ctypes.data, self.ws.ctypes.data)
+        fwd(ptr(xh), ptr(ybuf), ptr(self.ws))
         return y,
 
     def backward(self, indexes, grad_outputs):
         _, bwd, _, _ = _max_primitives(self.x_shape, self.k, self.s, self.p, self.dt)
         gyh = _common.nhwc_of(grad_outputs[0].array)
         gxbuf, gx = _common.empty_nchw(*self.x_shape, self.x_dtype)
-        bwd(gyh.ctypes.data, self.ws.ctypes.data, gxbuf.ctypes.data)
+        bwd(ptr(gyh), ptr(self.ws), ptr(gxbuf))
         return _first_order.wrap(self, indexes, (gx,), grad_outputs)
 
 
@@ -97,14 +98,14 @@ class GlobalAveragePooling(function_node.FunctionNode):
         fwd, _ = _avg_primitives(x.shape)
         xh = _common.nhwc_of(x)
         y = _common.empty(x.shape[:2], numpy.float32)
-        fwd(xh.ctypes.data, y.ctypes.data)
+        fwd(ptr(xh), ptr(y))
         return y,
 
     def backward(self, indexes, grad_outputs):
         _, bwd = _avg_primitives(self.x_shape)
         gy = numpy.ascontiguousarray(grad_outputs[0].array, numpy.float32)
         gxbuf, gx = _common.empty_nchw(*self.x_shape, numpy.float32)
-        bwd(gy.ctypes.data, gxbuf.ctypes.data)
+        bwd(ptr(gy), ptr(gxbuf))
         if self.x_dtype == _common.BF16_STORAGE:
             gx = convert(gx, _common.BF16_STORAGE)
         return _first_order.wrap(self, indexes, (gx,), grad_outputs)
