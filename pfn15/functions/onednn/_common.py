@@ -51,13 +51,25 @@ def empty_nchw(n, c, h, w, dtype):
 ptr = _lib.ptr
 
 
-def weights_for(prim, arg, W, dtype=_lib.F32):
+# (primitive, argument) -> None (W as it is) or (reorder, bytes): a primitive is
+# made for one weight shape and lives as long as the process.
+_weight_reorders = {}
+
+
+def weights_for(prim, arg, W):
     """W (float32 OIHW, or a vector) in the layout/type the primitive chose for `arg`:
     W itself when they agree, else a reordered copy (a uint8 buffer)."""
-    user = _lib.md(W.shape, _lib.F32, _lib.TAG_ABCD if W.ndim == 4 else None)
-    want = prim.mds[arg]
-    if _lib.md_equal(user, want):
-        return numpy.ascontiguousarray(W)
-    out = empty(_lib.md_size(want), numpy.uint8)
-    _lib.reorder(user, want)(ptr(numpy.ascontiguousarray(W)), ptr(out))
+    key = (id(prim), arg)
+    if key not in _weight_reorders:
+        user = _lib.md(W.shape, _lib.F32, _lib.TAG_ABCD if W.ndim == 4 else None)
+        want = prim.mds[arg]
+        _weight_reorders[key] = None if _lib.md_equal(user, want) else (
+            _lib.reorder(user, want), _lib.md_size(want))
+    plan = _weight_reorders[key]
+    W = numpy.ascontiguousarray(W)
+    if plan is None:
+        return W
+    reorder, nbytes = plan
+    out = empty(nbytes, numpy.uint8)
+    reorder(ptr(W), ptr(out))
     return out

@@ -62,12 +62,13 @@ class _ConvWeightGradient:
         user = _lib.md(ws, _lib.F32, _lib.TAG_ABCD)
         self.chosen = self.prim.mds[_lib.ARG_DIFF_WEIGHTS]
         self.to_user = None if _lib.md_equal(user, self.chosen) else _lib.reorder(self.chosen, user)
+        self.chosen_bytes = _lib.md_size(self.chosen)
 
     def __call__(self, xh, gyh, gW):
         if self.to_user is None:
             self.prim(ptr(xh), ptr(gyh), ptr(gW))
         else:
-            tmp = _common.empty(_lib.md_size(self.chosen), numpy.uint8)
+            tmp = _common.empty(self.chosen_bytes, numpy.uint8)
             self.prim(ptr(xh), ptr(gyh), ptr(tmp))
             self.to_user(ptr(tmp), ptr(gW))
 
