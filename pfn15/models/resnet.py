@@ -93,7 +93,7 @@ class Bottleneck(chainer.Chain):
             h = self.c(h, False, cpu_functions)
             s = x_shortcut if self.shortcut is None else \
                 self.shortcut(x_shortcut, False, cpu_functions)
-            return O.add_relu(h, s)
+            return O.add_relu(h, s, overwrite_a=True)   # h: BN's output, read here only
         h = self.a(x, True, cpu_functions)
         h = self.b(h, True, cpu_functions)
         h = self.c(h, False, cpu_functions)

@@ -221,6 +221,25 @@ def test_relu_add_relu_and_fork_match_chainer(shape):
         numpy.testing.assert_allclose(p, q, atol=1e-6, rtol=1e-6)
 
 
+def test_add_relu_over_its_first_input_is_add_relu_in_that_buffer():
+    """overwrite_a (the model's residual branch) writes the result over a's array:
+    the same values and gradients as a new buffer, and a then holds them."""
+    rng = numpy.random.default_rng(5)
+    a, b, gy = (_scaled(rng, (2, 8, 5, 5), f32) for _ in range(3))
+    a_nhwc = O._common.empty((2, 5, 5, 8), f32)
+    a_nhwc[...] = a.transpose(0, 2, 3, 1)      # NHWC memory, as the model's arrays
+    a_view = a_nhwc.transpose(0, 3, 1, 2)
+    expected = _value_and_grads(O.add_relu, (a, b), gy)
+    va, vb = chainer.Variable(a_view), chainer.Variable(b)
+    y = O.add_relu(va, vb, overwrite_a=True)
+    assert numpy.shares_memory(y.array, a_nhwc)
+    numpy.testing.assert_array_equal(a_view, expected[0])
+    y.grad = gy
+    y.backward()
+    for p, q in zip((y.array, va.grad, vb.grad), expected):
+        numpy.testing.assert_array_equal(p, q)
+
+
 def test_the_buffers_onednn_writes_start_on_a_cache_line():
     """Outputs and gradients of every oneDNN function are 64-byte aligned (glibc
     gives large NumPy arrays 16: AVX-512 accesses would straddle two lines)."""

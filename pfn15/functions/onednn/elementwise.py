@@ -82,7 +82,10 @@ class ReLU(function_node.FunctionNode):
 
 
 class AddReLU(function_node.FunctionNode):
-    """y = max(a + b, 0)."""
+    """y = max(a + b, 0); with overwrite_a, y is written over a's NHWC buffer."""
+
+    def __init__(self, overwrite_a=False):
+        self.overwrite_a = overwrite_a
 
     def forward_cpu(self, inputs):
         a, b = inputs
@@ -92,10 +95,11 @@ class AddReLU(function_node.FunctionNode):
         af, shape = _flat(a)
         bf = _common.nhwc_of(b).reshape(-1) if b.ndim == 4 else \
             numpy.ascontiguousarray(b).reshape(-1)
-        y = _common.empty(af.shape, af.dtype)
+        # In place, the output's lines are in cache from reading a: a new buffer's
+        # are first read from memory (measured 2.2 ms against 3.7 for 26 MB).
+        y = af if self.overwrite_a else _common.empty(af.shape, af.dtype)
         if y.size:
-            _add(y.size, _common.dnnl_type(a.dtype), True)(ptr(af), ptr(bf),
-                                                          ptr(y))
+            _add(y.size, _common.dnnl_type(a.dtype), True)(ptr(af), ptr(bf), ptr(y))
         self.retain_outputs((0,))
         return shape(y),
 
@@ -170,9 +174,11 @@ def relu(x):
     return ReLU().apply((x,))[0]
 
 
-def add_relu(a, b):
-    """max(a + b, 0) on oneDNN; same as F.relu(a + b)."""
-    return AddReLU().apply((a, b))[0]
+def add_relu(a, b, overwrite_a=False):
+    """max(a + b, 0) on oneDNN; same as F.relu(a + b). overwrite_a: write the result
+    over a's array, for a caller whose `a` is a temporary no one else reads (the
+    model's residual branch): it then holds the result."""
+    return AddReLU(overwrite_a).apply((a, b))[0]
 
 
 def to_bf16(x):
