@@ -237,6 +237,7 @@ def run_step(args):
     for _ in range(max(1, args.warmup)):   # warm up all (allocations, cuDNN autotune)
         for fn, _rates in loops:
             fn()
+    train_module.freeze_setup_objects()   # as pfn15.train does before its loop; all three
     _sync(device)
     updater = trainer.updater
     del updater.microbatch_durations[:], updater.update_durations[:]   # the timed blocks'

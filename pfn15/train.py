@@ -264,6 +264,16 @@ def build(cfg, comm, progress=None):
                data_check=data_check)
 
 
+def freeze_setup_objects():
+    """Leave what start-up built (model, data, trainer, libraries) out of Python's
+    full garbage collections. Chainer's graphs make enough objects that one
+    runs every ~10 iterations, and each walked all ~140 k of them: 85 ms, in a
+    1.4 s ResNet-50 CPU iteration. Objects still die by reference count."""
+    import gc
+    gc.collect()
+    gc.freeze()
+
+
 def build_trainer(cfg, comm):
     """The trainer alone (for benchmarks that drive it themselves)."""
     return build(cfg, comm).trainer
@@ -395,6 +405,7 @@ def train(argv):
               flush=True)
 
     watchdog.emergency_save = lambda: run.checkpointer.save_emergency(run.trainer)
+    freeze_setup_objects()
     try:
         # Expected stops (errors.Stop: preempted, non-finite, data, checkpoint
         # write) end in main(); anything else is printed by the except hook
