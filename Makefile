@@ -62,7 +62,7 @@ install: $(VENV)/.installed
 # a plain path (editable_mode=compat): setuptools' import-hook finder would add
 # tens of milliseconds to every interpreter start, before pfn15.train can
 # install its signal handlers.
-$(VENV)/.installed: setup.py $(CONSTRAINTS) $(if $(filter-out $(PY_VERSION),$(VENV_VERSION)),FORCE)
+$(VENV)/.installed: setup.py pfn15/optimizers/cpu_update.c $(CONSTRAINTS) $(if $(filter-out $(PY_VERSION),$(VENV_VERSION)),FORCE)
 	@test -n "$(PY_VERSION)" || { echo "make: cannot run Python '$(PYTHON)'; give PYTHON=python3.11 (or 3.12, 3.13)" >&2; exit 2; }
 ifneq ($(filter-out $(PY_VERSION),$(VENV_VERSION)),)
 	@echo "make: $(VENV) is Python $(VENV_VERSION); making it anew for Python $(PY_VERSION)"
@@ -123,7 +123,7 @@ $(KVENV312)/.installed: constraints-kernels.txt
 
 install-py312: $(VENV312)/.installed
 
-$(VENV312)/.installed: setup.py constraints-py312.txt
+$(VENV312)/.installed: setup.py pfn15/optimizers/cpu_update.c constraints-py312.txt
 	@test -n "$(PYTHON312)" || { echo 'python3.12 not found' >&2; exit 1; }
 	$(PYTHON312) -m venv $(VENV312)
 	$(BIN312)/pip install -q --upgrade 'pip' 'setuptools==69.5.1' wheel

@@ -1,7 +1,8 @@
 """pfn15: ResNet-50 on ImageNet in 15 minutes (Akiba et al. 2017), in Chainer/ChainerMN."""
 import re
+import sys
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 with open('pfn15/__init__.py') as f:
     version = re.search(r"__version__ = '([^']+)'", f.read()).group(1)
@@ -22,6 +23,15 @@ GPU_CUDA12_CUPY13 = [
     'nvidia-nccl-cu12>=2.16.5,<3',           # CuPy 13's floor for NCCL from a wheel
 ]
 
+# The CPU optimizer updates in one pass on OpenMP threads, loaded with ctypes
+# (pfn15/optimizers/cpu_update.py). Optional: without a C compiler the install
+# goes on, and the rules run their NumPy code. No contraction into FMAs and no
+# fast-math, so the same bits as that NumPy code.
+CPU_UPDATE = Extension(
+    'pfn15.optimizers._cpu_update', sources=['pfn15/optimizers/cpu_update.c'],
+    extra_compile_args=['-O3', '-std=c99', '-fopenmp', '-ffp-contract=off', '-fno-math-errno'],
+    extra_link_args=['-fopenmp'], optional=True)
+
 setup(
     name='pfn15',
     version=version,
@@ -32,6 +42,7 @@ setup(
     long_description_content_type='text/markdown',
     python_requires='>=3.9',
     packages=find_packages(include=['pfn15', 'pfn15.*']),
+    ext_modules=[CPU_UPDATE] if sys.platform.startswith('linux') else [],
     install_requires=[
         'chainer==7.8.1',            # the last release; ChainerMN ships inside it
         'numpy>=1.21,<2; python_version < "3.12"',

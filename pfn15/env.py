@@ -191,6 +191,15 @@ def blas():
     return '; '.join(parts) + (' [OPENBLAS_CORETYPE=%s]' % coretype if coretype else '')
 
 
+def cpu_update_status():
+    """The optimizers' compiled float32 CPU update (pfn15/optimizers/cpu_update.c), or
+    why they run their NumPy code."""
+    from pfn15.optimizers import cpu_update
+    if cpu_update.available():
+        return cpu_update.status() + '; float32 updates in one pass on OpenMP threads'
+    return 'NumPy (the compiled pass: %s)' % cpu_update.status()
+
+
 def mpi():
     """(library 'vendor version', mpiexec verdict line)."""
     try:
@@ -276,6 +285,7 @@ class Stack(object):
         self.blas = blas() if 'NumPy' not in self.missing else 'n/a'
         self.chainer = 'absent: ' + self.missing['Chainer'] if 'Chainer' in self.missing \
             else _version('chainer')
+        self.cpu_update = cpu_update_status() if 'NumPy' not in self.missing else 'n/a'
         self.cupy, self.cupy_reason = cupy_status()
         self.runtime, self.driver = cuda_versions(self.cupy)
         self.cudnn_enabled, self.cudnn_version, self.cudnn_reason = cudnn_status()
@@ -287,7 +297,8 @@ class Stack(object):
         out = ['pfn15 %s: the stack a run will use (python -m pfn15.env)' % pfn15.__version__,
                'Python    %s' % self.python,
                'NumPy     %s; BLAS: %s' % (self.numpy, self.blas),
-               'Chainer   %s' % self.chainer]
+               'Chainer   %s' % self.chainer,
+               'CPU update %s' % self.cpu_update]
 
         if self.cupy is None:
             out.append('CuPy      unusable: %s' % self.cupy_reason)

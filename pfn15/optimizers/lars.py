@@ -32,7 +32,7 @@ from chainer.backends import cuda
 from chainer import optimizer
 
 from pfn15.functions import _parallel
-from pfn15.optimizers import kernels
+from pfn15.optimizers import cpu_update, kernels
 
 # The GPU kernels. Each text is also compiled for the host and checked against
 # update_core_cpu (tests/kernels/test_kernels_host.py), and compiled with NVRTC for
@@ -171,7 +171,10 @@ class LARSRule(optimizer.UpdateRule):
         acc = kernels.compute_dtype(w.dtype)
         v = self.state['v']
         if acc == w.dtype:
-            self._update_numpy(grad, w, v, local)
+            p = w.dtype.type   # as _update_pieces rounds them
+            if not cpu_update.lars(grad, w, v, hp.weight_decay, hp.momentum,
+                                   p(hp.lr) * p(local)):
+                self._update_numpy(grad, w, v, local)
             return
         # float16 storage, float32 arithmetic: what the GPU kernel does.
         w_acc, v_acc = w.astype(acc), v.astype(acc)

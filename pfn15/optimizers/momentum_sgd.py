@@ -7,12 +7,13 @@ The GPU update is Chainer's own kernel. On CPU the rule makes Chainer's
 operations (and the weight decay's, pfn15/optimizers/weight_decay.py) on
 pieces of the arrays over the rank's threads (pfn15/functions/_parallel.py):
 the same bits as Chainer's MomentumSGD with its WeightDecay hook, with the
-gradient, the weights and v read from memory once.
+gradient, the weights and v read from memory once; for float32 the compiled
+pass of cpu_update.c does the same on OpenMP threads.
 """
 import chainer
 
 from pfn15.functions import _parallel
-from pfn15.optimizers import weight_decay
+from pfn15.optimizers import cpu_update, weight_decay
 
 KERNELS = ()
 
@@ -27,6 +28,9 @@ class MomentumSGDRule(chainer.optimizers.momentum_sgd.MomentumSGDRule):
             return
         rate = weight_decay.deferred_rate(self, param)
         hp = self.hyperparam
+        if cpu_update.momentum_sgd(grad, param.data, self.state['v'], rate, hp.momentum,
+                                   hp.lr):
+            return
 
         def pieces(g, w, v):
             if rate:

@@ -24,7 +24,7 @@ import chainer
 from chainer import optimizer
 
 from pfn15.functions import _parallel
-from pfn15.optimizers import kernels, weight_decay
+from pfn15.optimizers import cpu_update, kernels, weight_decay
 
 # The GPU update: one fused pass over the parameter (reads grad, param, m, v
 # once). This text is also compiled for the host and checked against
@@ -115,7 +115,8 @@ class RMSpropWarmupRule(optimizer.UpdateRule):
         rate = weight_decay.deferred_rate(self, param)
         acc = kernels.compute_dtype(w.dtype)
         if acc == w.dtype:
-            self._update_numpy(grad, w, m, v, rate)
+            if not cpu_update.rmsprop_warmup(grad, w, m, v, rate, self.hyperparam):
+                self._update_numpy(grad, w, m, v, rate)
             return
         if rate:   # the hook's own operation, in the parameter's dtype
             grad += rate * w

@@ -6,6 +6,7 @@ import chainer
 
 from pfn15 import errors
 from pfn15.functions import _parallel
+from pfn15.optimizers import cpu_update
 
 NonFiniteError = errors.NonFiniteError   # exit 3
 
@@ -31,6 +32,9 @@ class FiniteGradientCheck(object):
         grads = [param.grad for param in optimizer.target.params()
                  if param.grad is not None]
         if not grads:
+            return
+        verdict = cpu_update.all_finite(grads)   # exact, on the OpenMP threads
+        if verdict is True:
             return
         xp = chainer.backend.get_array_module(grads[0])
 

@@ -24,10 +24,12 @@ def test_screen_lists_the_stack():
     r = _env()
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    for head in ('Python', 'NumPy', 'Chainer', 'CuPy', 'cuDNN', 'NCCL', 'GPUs', 'CUDA libs',
-                 'MPI', 'mpiexec'):
+    for head in ('Python', 'NumPy', 'Chainer', 'CPU update', 'CuPy', 'cuDNN', 'NCCL', 'GPUs',
+                 'CUDA libs', 'MPI', 'mpiexec'):
         assert any(line.startswith(head + ' ') for line in lines), (head, r.stdout)
     assert len(lines) <= 25                       # one screen
+    # the install compiled the optimizers' CPU pass (pfn15/optimizers/cpu_update.c)
+    assert any(line.startswith('CPU update compiled') for line in lines), r.stdout
     numpy_line = next(line for line in lines if line.startswith('NumPy'))
     assert 'BLAS: openblas' in numpy_line and 'kernels' in numpy_line   # threadpoolctl's view
     # the venv's mpiexec (PyPI mpich) is first on PATH and belongs to mpi4py's library
