@@ -17,6 +17,11 @@
 
 #define LOOP _Pragma("omp parallel for schedule(static) num_threads(threads)")
 
+/* Raised with every change of a signature or of what a function computes: an
+ * editable install updated by git pull keeps the library it built until the
+ * next install, and cpu_update.py must not call an older one. */
+int pfn15_cpu_update_version(void) { return 1; }
+
 /* The weight decay hook's g += rate * w, fused into the rule (weight_decay.py). */
 static inline float decayed(float *restrict g, const float *restrict w, int64_t i,
                             int has_rate, float rate) {

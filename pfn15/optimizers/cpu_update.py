@@ -15,6 +15,7 @@ import os
 import numpy
 
 _NUMPY2 = int(numpy.__version__.split('.')[0]) >= 2
+VERSION = 1   # pfn15_cpu_update_version() of the cpu_update.c beside this file
 _lib = None
 _why = None
 
@@ -34,6 +35,12 @@ def _load():
         lib = ctypes.CDLL(path)
     except OSError as e:
         _why = 'does not load: %s' % e
+        return None
+    built = getattr(lib, 'pfn15_cpu_update_version', None)
+    built = built() if built is not None else 0
+    if built != VERSION:
+        _why = ('built from another cpu_update.c (version %d, this pfn15 has %d): '
+                'reinstall (pip install -e .)' % (built, VERSION))
         return None
     f32p, i64, c_int, c_float = (ctypes.c_void_p, ctypes.c_int64, ctypes.c_int,
                                  ctypes.c_float)

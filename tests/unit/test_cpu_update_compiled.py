@@ -29,6 +29,18 @@ def test_the_install_built_it():
     assert cpu_update.available(), cpu_update.status()
 
 
+def test_a_library_built_from_another_source_is_not_called(monkeypatch):
+    # an editable install after `git pull` keeps its old library until reinstalled
+    monkeypatch.setattr(cpu_update, '_lib', None)
+    monkeypatch.setattr(cpu_update, '_why', None)
+    monkeypatch.setattr(cpu_update, 'VERSION', cpu_update.VERSION + 1)
+    assert not cpu_update.available()
+    assert 'reinstall' in cpu_update.status()
+    a = numpy.ones(8, numpy.float32)
+    assert not cpu_update.momentum_sgd(a, a.copy(), a.copy(), 0.0, 0.9, 0.1)
+    assert cpu_update.all_finite([a]) is None
+
+
 class HP(object):
     def __init__(self, **kw):
         self.__dict__.update(kw)
