@@ -1,7 +1,7 @@
 """What the tests share: launching real MPI jobs (mpiexec from the venv's PyPI
 mpich, else the PATH) and single processes, reading their outputs, comparing
 runs, the small JPEG trees and packs that a unit/ file and its mpi/ runs both
-use, and the layer shapes of the models.
+use, the layer shapes of the models, and optimizer steps on random gradients.
 
 Importable as `helpers` from every test folder (pytest.ini: pythonpath).
 Standard library at import time: NumPy, Chainer and pfn15's models load only
@@ -234,3 +234,17 @@ def image_size(k):
 def scaled(rng, shape, dtype, scale=1.0):
     """Standard normal values times `scale`, as `dtype`."""
     return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+# ---------------------------------------------------------------- optimizers
+
+def update_with_random_grads(opt, model, steps, seed=1):
+    """`steps` updates of `opt` on float32 standard normal gradients (one generator
+    over all of them); the parameters afterwards, copied."""
+    import numpy
+    rng = numpy.random.default_rng(seed)
+    for _ in range(steps):
+        for p in model.params():
+            p.grad = rng.standard_normal(p.shape).astype(numpy.float32)
+        opt.update()
+    return [p.array.copy() for p in model.params()]

@@ -1,5 +1,5 @@
 /* The CPU optimizer updates and the finite-gradient check, one pass each, on the
- * rank's OpenMP threads (pfn15/optimizers/cpu_kernels.py loads this through ctypes).
+ * rank's OpenMP threads (pfn15/optimizers/cpu_update.py loads this through ctypes).
  *
  * Each update is the NumPy code of its rule (momentum_sgd.py, rmsprop_warmup.py,
  * lars.py) element by element, every operation rounded to float32 where NumPy

@@ -67,9 +67,13 @@ def status():
     return 'compiled (%s)' % lib._name if lib is not None else _why
 
 
+def _plain(a):
+    """A C-contiguous float32 NumPy array: what the C code takes."""
+    return type(a) is numpy.ndarray and a.dtype == numpy.float32 and a.flags.c_contiguous
+
+
 def _arrays(*arrays):
-    return all(type(a) is numpy.ndarray and a.dtype == numpy.float32 and
-               a.flags.c_contiguous and a.size == arrays[0].size for a in arrays)
+    return all(_plain(a) and a.size == arrays[0].size for a in arrays)
 
 
 def _scalars(*values):
@@ -124,9 +128,7 @@ def all_finite(arrays):
     """True/False: no NaN or inf in any of `arrays`; None where the library cannot
     answer (no library, or an array that is not C-contiguous float32 NumPy)."""
     lib = _load()
-    if lib is None or not arrays or not all(
-            type(a) is numpy.ndarray and a.dtype == numpy.float32 and a.flags.c_contiguous
-            for a in arrays):
+    if lib is None or not arrays or not all(_plain(a) for a in arrays):
         return None
     n = len(arrays)
     ptrs = (ctypes.c_void_p * n)(*[a.ctypes.data for a in arrays])

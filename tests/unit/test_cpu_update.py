@@ -12,6 +12,7 @@ import pytest
 import chainer
 from chainer import optimizer_hooks
 
+from helpers import update_with_random_grads
 from pfn15.functions import _parallel
 from pfn15.optimizers import momentum_sgd, rmsprop_warmup, weight_decay
 
@@ -37,12 +38,7 @@ def _run(make_opt, hook_cls, steps=4, extra_hook=None):
         p.update_rule.add_hook(hook_cls(5e-3))
         if extra_hook is not None:
             p.update_rule.add_hook(extra_hook, name='after_decay')
-    rng = numpy.random.default_rng(1)
-    for _ in range(steps):
-        for p in model.params():
-            p.grad = rng.standard_normal(p.shape).astype(numpy.float32)
-        opt.update()
-    return [p.array.copy() for p in model.params()]
+    return update_with_random_grads(opt, model, steps)
 
 
 def _same_bits(a, b):

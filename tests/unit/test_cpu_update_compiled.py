@@ -6,6 +6,7 @@ import pytest
 
 import chainer
 
+from helpers import update_with_random_grads
 from pfn15.functions import _parallel
 from pfn15.optimizers import cpu_update, lars, momentum_sgd, rmsprop_warmup, weight_decay
 
@@ -142,12 +143,7 @@ def _train(make, steps=3):
     opt.setup(model)
     if not isinstance(opt, lars.LARS):   # LARS decays inside its rule
         model.W.update_rule.add_hook(weight_decay.WeightDecay(5e-4))
-    rng = numpy.random.default_rng(1)
-    for _ in range(steps):
-        for p in model.params():
-            p.grad = rng.standard_normal(p.shape).astype(numpy.float32)
-        opt.update()
-    return [p.array.copy() for p in model.params()]
+    return update_with_random_grads(opt, model, steps)
 
 
 @pytest.mark.parametrize('make', [
